@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from crm.models.records import Record
+
+
+class Comment(models.Model):
+    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # A customer's comment (from mail) has an address instead of a user.
+    author_address = models.EmailField(blank=True)
+    body = models.TextField()
+    created_at = models.DateTimeField()
+    via_mail = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["record", "-created_at"], name="comment_by_record")]
+
+    def __str__(self) -> str:
+        return f"Comment on {self.record_id} at {self.created_at:%Y-%m-%d %H:%M}"

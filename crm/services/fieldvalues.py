@@ -1,0 +1,170 @@
+"""Checking and normalising record values against the module's fields."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator, URLValidator
+
+from crm import access
+from crm.exceptions import Invalid
+from crm.models import Field, Module, Record, User
+from crm.models.modules import FieldType
+
+_PHONE = re.compile(r"^[0-9+()./\- ]{3,40}$")
+_TEXT_MAX = 255
+
+
+def clean_values(
+    actor: User, module: Module, data: dict[str, Any], *, writable: set[str], partial: bool
+) -> dict[str, Any]:
+    """Values ready to store; raises Invalid naming each bad field.
+
+    Empty values become None (the caller drops them). On create (`partial=False`), required
+    fields must be present.
+    """
+    fields = {f.name: f for f in module.fields.all()}
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for name, raw in data.items():
+        f = fields.get(name)
+        if f is None:
+            errors[name] = "No such field."
+        elif name not in writable:
+            errors[name] = "You may not change this field."
+        else:
+            try:
+                values[name] = _clean(actor, f, raw)
+            except ValidationError as exc:
+                errors[name] = " ".join(exc.messages)
+    if not partial:
+        for f in fields.values():
+            if f.required and values.get(f.name) in (None, "") and f.name not in errors:
+                errors[f.name] = "This field is required."
+        values = {k: v for k, v in values.items() if v is not None}
+    if errors:
+        raise Invalid(fields=errors)
+    return values
+
+
+def _clean(actor: User, f: Field, raw: Any) -> Any:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    cleaner = _CLEANERS[FieldType(f.type)]
+    return cleaner(actor, f, raw)
+
+
+def _text(limit: int | None):  # type: ignore[no-untyped-def]
+    def clean(actor: User, f: Field, raw: Any) -> str:
+        value = str(raw).strip()
+        if limit and len(value) > limit:
+            raise ValidationError(f"At most {limit} characters.")
+        return value
+
+    return clean
+
+
+def _email(actor: User, f: Field, raw: Any) -> str:
+    value = str(raw).strip()
+    EmailValidator("Enter a valid email address.")(value)
+    local, _, domain = value.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def _phone(actor: User, f: Field, raw: Any) -> str:
+    value = str(raw).strip()
+    if not _PHONE.match(value):
+        raise ValidationError("Enter a phone number (digits, spaces, + ( ) - . /).")
+    return value
+
+
+def _url(actor: User, f: Field, raw: Any) -> str:
+    value = str(raw).strip()
+    if "://" not in value:
+        value = f"https://{value}"
+    URLValidator(schemes=["http", "https"], message="Enter a valid web address.")(value)
+    return value
+
+
+def _number(actor: User, f: Field, raw: Any) -> str:
+    if isinstance(raw, bool):
+        raise ValidationError("Enter a number.")
+    try:
+        value = Decimal(str(raw).strip().replace(",", ""))
+    except InvalidOperation as exc:
+        raise ValidationError("Enter a number.") from exc
+    if not value.is_finite():
+        raise ValidationError("Enter a number.")
+    return format(value.normalize(), "f")
+
+
+def _date(actor: User, f: Field, raw: Any) -> str:
+    if isinstance(raw, dt.date):
+        return raw.isoformat()
+    try:
+        return dt.date.fromisoformat(str(raw).strip()).isoformat()
+    except ValueError as exc:
+        raise ValidationError("Enter a date as YYYY-MM-DD.") from exc
+
+
+def _datetime(actor: User, f: Field, raw: Any) -> str:
+    try:
+        value = raw if isinstance(raw, dt.datetime) else dt.datetime.fromisoformat(str(raw))
+    except ValueError as exc:
+        raise ValidationError("Enter a date and time as YYYY-MM-DDTHH:MM.") from exc
+    if value.tzinfo is None:
+        from django.utils import timezone
+
+        value = timezone.make_aware(value)
+    return value.isoformat()
+
+
+def _picklist(actor: User, f: Field, raw: Any) -> str:
+    value = str(raw).strip()
+    if value not in (f.choices or []):
+        raise ValidationError(f"Choose one of: {', '.join(map(str, f.choices or []))}.")
+    return value
+
+
+def _boolean(actor: User, f: Field, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValidationError("Enter yes or no.")
+
+
+def _reference(actor: User, f: Field, raw: Any) -> int:
+    """A reference must point to a live record the actor may see, in the right module."""
+    try:
+        pk = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("Choose a record.") from exc
+    target = Record.objects.filter(pk=pk, deleted_at=None).only("module_id").first()
+    if target is None or (f.reference_module_id and target.module_id != f.reference_module_id):
+        raise ValidationError("No such record.")
+    if not access.records(actor, target.module_id, "view").filter(pk=pk).exists():
+        raise ValidationError("No such record.")
+    return pk
+
+
+_CLEANERS = {
+    FieldType.TEXT: _text(_TEXT_MAX),
+    FieldType.TEXTAREA: _text(None),
+    FieldType.EMAIL: _email,
+    FieldType.PHONE: _phone,
+    FieldType.URL: _url,
+    FieldType.NUMBER: _number,
+    FieldType.DATE: _date,
+    FieldType.DATETIME: _datetime,
+    FieldType.PICKLIST: _picklist,
+    FieldType.REFERENCE: _reference,
+    FieldType.BOOLEAN: _boolean,
+}

@@ -1,0 +1,197 @@
+"""Writing records: create, update, move to the recycle bin, restore, purge, comment.
+
+Every function owns its transaction, checks `crm.access`, keeps the address index in step and
+writes the ChangeLog.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from crm import access
+from crm.exceptions import Invalid
+from crm.models import ChangeLog, Comment, Group, Module, Record, RecordAddress, User
+from crm.models.modules import FieldType
+from crm.services.fieldvalues import clean_values
+
+Owner = User | Group
+
+
+@transaction.atomic
+def create(
+    *, actor: User, module: Module, data: dict[str, Any], owner: Owner | None = None
+) -> Record:
+    access.require_create(actor, module)
+    writable = _writable_fields(actor, module)
+    values = clean_values(actor, module, data, writable=writable, partial=False)
+    now = timezone.now()
+    record = Record(
+        module=module,
+        number=_next_number(module),
+        data=values,
+        created_by=actor,
+        modified_by=actor,
+        created_at=now,
+        modified_at=now,
+    )
+    _set_owner(record, owner or actor)
+    record.label = _label(module, values, record.number)
+    record.save()
+    _index_addresses(record)
+    _log(record, actor, ChangeLog.Action.CREATE, {k: [None, v] for k, v in values.items()})
+    return record
+
+
+@transaction.atomic
+def update(
+    *, actor: User, record: Record, data: dict[str, Any], owner: Owner | None = None
+) -> Record:
+    record = _locked(record)
+    access.require(actor, "edit", record)
+    writable = _writable_fields(actor, record.module)
+    incoming = clean_values(actor, record.module, data, writable=writable, partial=True)
+    merged = {**record.data, **incoming}
+    merged = {k: v for k, v in merged.items() if v is not None}
+    _check_required(record.module, merged)
+    changes = {
+        name: [record.data.get(name), merged.get(name)]
+        for name in set(record.data) | set(merged)
+        if record.data.get(name) != merged.get(name)
+    }
+    if owner is not None and owner != record.owner:
+        changes["owner"] = [str(record.owner), str(owner)]
+        _set_owner(record, owner)
+    if not changes:
+        return record
+    record.data = merged
+    record.label = _label(record.module, merged, record.number)
+    record.modified_by = actor
+    record.modified_at = timezone.now()
+    record.save()
+    _index_addresses(record)
+    _log(record, actor, ChangeLog.Action.UPDATE, changes)
+    return record
+
+
+@transaction.atomic
+def delete(*, actor: User, record: Record) -> None:
+    """Move to the recycle bin; nothing a user does destroys a record."""
+    record = _locked(record)
+    access.require(actor, "delete", record)
+    record.deleted_at = timezone.now()
+    record.deleted_by = actor
+    record.save(update_fields=["deleted_at", "deleted_by"])
+    _log(record, actor, ChangeLog.Action.DELETE, {})
+
+
+@transaction.atomic
+def restore(*, actor: User, record: Record) -> None:
+    record = _locked(record)
+    access.require(actor, "restore", record)
+    record.deleted_at = None
+    record.deleted_by = None
+    record.save(update_fields=["deleted_at", "deleted_by"])
+    _log(record, actor, ChangeLog.Action.RESTORE, {})
+
+
+@transaction.atomic
+def purge(*, actor: User, record: Record) -> None:
+    """Destroy a record from the recycle bin: administrators only; the audit trail stays."""
+    record = _locked(record)
+    if not record.is_deleted:
+        raise Invalid("Only records in the recycle bin can be purged.")
+    access.require(actor, "purge", record)
+    _log(record, actor, ChangeLog.Action.PURGE, {})
+    record.delete()
+
+
+@transaction.atomic
+def add_comment(*, actor: User, record: Record, body: str) -> Comment:
+    access.require(actor, "view", record)
+    body = body.strip()
+    if not body:
+        raise Invalid(fields={"body": "Write a comment first."})
+    comment = Comment.objects.create(
+        record=record, author=actor, body=body, created_at=timezone.now()
+    )
+    _log(record, actor, ChangeLog.Action.COMMENT, {"comment": [None, body[:200]]})
+    return comment
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _writable_fields(actor: User, module: Module) -> set[str]:
+    return {fa.field.name for fa in access.visible_fields(actor, module) if not fa.read_only}
+
+
+def _check_required(module: Module, values: dict[str, Any]) -> None:
+    missing = {
+        f.name: "This field is required."
+        for f in module.fields.all()
+        if f.required and values.get(f.name) in (None, "")
+    }
+    if missing:
+        raise Invalid(fields=missing)
+
+
+def _locked(record: Record) -> Record:
+    return Record.objects.select_for_update().select_related("module").get(pk=record.pk)
+
+
+def _set_owner(record: Record, owner: Owner) -> None:
+    if isinstance(owner, Group):
+        record.owner_user, record.owner_group = None, owner
+    elif isinstance(owner, User) and owner.is_active:
+        record.owner_user, record.owner_group = owner, None
+    else:
+        raise Invalid(fields={"owner": "Choose an active user or a group."})
+
+
+def _next_number(module: Module) -> str:
+    """The module's next number; the row lock serialises concurrent creations."""
+    Module.objects.filter(pk=module.pk).update(next_number=F("next_number") + 1)
+    taken = Module.objects.values_list("next_number", flat=True).get(pk=module.pk) - 1
+    return f"{module.number_prefix}{taken}"
+
+
+def _label(module: Module, values: dict[str, Any], number: str) -> str:
+    parts = [str(values[f.name]) for f in module.fields.all() if f.is_label and values.get(f.name)]
+    return " ".join(parts)[:255] or number
+
+
+def _index_addresses(record: Record) -> None:
+    RecordAddress.objects.filter(record=record).delete()
+    rows = []
+    for f in record.module.fields.filter(type=FieldType.EMAIL):
+        value = record.data.get(f.name)
+        if value:
+            address = str(value).lower()
+            rows.append(
+                RecordAddress(
+                    record=record, field=f, address=address, domain=address.rpartition("@")[2]
+                )
+            )
+    RecordAddress.objects.bulk_create(rows)
+
+
+def _log(record: Record, actor: User | None, action: str, changes: dict[str, Any]) -> None:
+    ChangeLog.objects.create(
+        record=record,
+        module_id=record.module_id,
+        record_number=record.number,
+        actor=actor,
+        at=timezone.now(),
+        action=action,
+        changes=changes,
+    )
+
+
+def log_change(*, record: Record, actor: User | None, action: str, changes: dict[str, Any]) -> None:
+    """For other services (linking, ingest) that change what hangs off a record."""
+    _log(record, actor, action, changes)
+

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from crm.web import views
+
+crm_patterns = [
+    path("", views.home, name="home"),
+    path("recycle-bin/", views.recycle_bin, name="recycle_bin"),
+    path("recycle-bin/<int:pk>/restore/", views.record_restore, name="record_restore"),
+    path("recycle-bin/<int:pk>/purge/", views.record_purge, name="record_purge"),
+    path("m/<str:module>/", views.record_list, name="record_list"),
+    path("m/<str:module>/new/", views.record_create, name="record_create"),
+    path("m/<str:module>/<int:pk>/", views.record_detail, name="record_detail"),
+    path("m/<str:module>/<int:pk>/edit/", views.record_edit, name="record_edit"),
+    path("m/<str:module>/<int:pk>/delete/", views.record_delete, name="record_delete"),
+    path("m/<str:module>/<int:pk>/comments/", views.comment_add, name="comment_add"),
+    path("m/<str:module>/<int:pk>/tab/<str:tab>/", views.record_tab, name="record_tab"),
+]
+
+urlpatterns = [
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="crm/login.html", redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include((crm_patterns, "crm"))),
+]

@@ -1,0 +1,168 @@
+"""The CRM's pages. Each view parses the request, calls one service or selector, and renders."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from crm import access
+from crm.exceptions import Invalid, NotFound
+from crm.selectors import records as selectors
+from crm.services import records as record_service
+from crm.web.forms import RecordForm
+
+TABS = ("messages", "documents", "comments", "history")
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "crm/home.html",
+        {"recent": selectors.recent_changes(request.user)},
+    )
+
+
+@login_required
+def record_list(request: HttpRequest, module: str) -> HttpResponse:
+    mod = selectors.visible_module(request.user, module)
+    q = request.GET.get("q", "")
+    sort = request.GET.get("sort", "modified")
+    page = selectors.record_page(request.user, mod, q=q, sort=sort, page=request.GET.get("page"))
+    columns = [fa for fa in access.visible_fields(request.user, mod) if not fa.field.is_label][:3]
+    context = {
+        "module": mod,
+        "page": page,
+        "q": q,
+        "sort": sort,
+        "columns": columns,
+        "can_create": access.can_create(request.user, mod),
+    }
+    template = "crm/_record_table.html" if request.htmx else "crm/record_list.html"
+    return render(request, template, context)
+
+
+@login_required
+def record_detail(request: HttpRequest, module: str, pk: int) -> HttpResponse:
+    mod = selectors.visible_module(request.user, module)
+    record = access.get_record(request.user, mod, pk)
+    return render(
+        request,
+        "crm/record_detail.html",
+        {
+            "module": mod,
+            "record": record,
+            "fields": selectors.shown_fields(request.user, record),
+            "can_edit": access.can(request.user, "edit", record),
+            "can_delete": access.can(request.user, "delete", record),
+            "tabs": TABS,
+        },
+    )
+
+
+@login_required
+def record_tab(request: HttpRequest, module: str, pk: int, tab: str) -> HttpResponse:
+    mod = selectors.visible_module(request.user, module)
+    record = access.get_record(request.user, mod, pk)
+    if tab not in TABS:
+        raise NotFound("No such tab.")
+    context: dict[str, object] = {"module": mod, "record": record}
+    if tab == "comments":
+        context["comments"] = selectors.comments(request.user, record)
+    elif tab == "history":
+        context["history"] = selectors.history(request.user, record)
+    return render(request, f"crm/tabs/{tab}.html", context)
+
+
+@login_required
+def record_create(request: HttpRequest, module: str) -> HttpResponse:
+    mod = selectors.visible_module(request.user, module)
+    access.require_create(request.user, mod)
+    form = RecordForm(request.user, mod, data=request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            record = record_service.create(
+                actor=request.user, module=mod, data=form.values(), owner=form.owner()
+            )
+        except Invalid as exc:
+            _form_errors(form, exc)
+        else:
+            messages.success(request, f"{mod.singular} {record.number} created.")
+            return redirect("crm:record_detail", module=mod.name, pk=record.pk)
+    return render(request, "crm/record_form.html", {"module": mod, "form": form})
+
+
+@login_required
+def record_edit(request: HttpRequest, module: str, pk: int) -> HttpResponse:
+    mod = selectors.visible_module(request.user, module)
+    record = access.get_record(request.user, mod, pk, "edit")
+    form = RecordForm(request.user, mod, record, data=request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            record_service.update(
+                actor=request.user, record=record, data=form.values(), owner=form.owner()
+            )
+        except Invalid as exc:
+            _form_errors(form, exc)
+        else:
+            messages.success(request, f"{record.number} saved.")
+            return redirect("crm:record_detail", module=mod.name, pk=record.pk)
+    return render(request, "crm/record_form.html", {"module": mod, "form": form, "record": record})
+
+
+@login_required
+@require_POST
+def record_delete(request: HttpRequest, module: str, pk: int) -> HttpResponse:
+    mod = selectors.visible_module(request.user, module)
+    record = access.get_record(request.user, mod, pk)
+    record_service.delete(actor=request.user, record=record)
+    messages.success(request, f"{record.number} moved to the recycle bin.")
+    return redirect("crm:record_list", module=mod.name)
+
+
+@login_required
+@require_POST
+def comment_add(request: HttpRequest, module: str, pk: int) -> HttpResponse:
+    mod = selectors.visible_module(request.user, module)
+    record = access.get_record(request.user, mod, pk)
+    try:
+        record_service.add_comment(actor=request.user, record=record, body=request.POST.get("body", ""))
+    except Invalid as exc:
+        messages.error(request, exc.detail)
+    url = reverse("crm:record_detail", kwargs={"module": mod.name, "pk": record.pk})
+    return redirect(f"{url}?tab=comments")
+
+
+@login_required
+def recycle_bin(request: HttpRequest) -> HttpResponse:
+    return render(request, "crm/recycle_bin.html", {"sections": selectors.recycle_bin(request.user)})
+
+
+@login_required
+@require_POST
+def record_restore(request: HttpRequest, pk: int) -> HttpResponse:
+    record = selectors.deleted_record(request.user, pk)
+    record_service.restore(actor=request.user, record=record)
+    messages.success(request, f"{record.number} restored.")
+    return redirect("crm:recycle_bin")
+
+
+@login_required
+@require_POST
+def record_purge(request: HttpRequest, pk: int) -> HttpResponse:
+    record = selectors.deleted_record(request.user, pk)
+    number = record.number
+    record_service.purge(actor=request.user, record=record)
+    messages.success(request, f"{number} purged for good.")
+    return redirect("crm:recycle_bin")
+
+
+def _form_errors(form: RecordForm, exc: Invalid) -> None:
+    for name, message in exc.fields.items():
+        form.add_error(name if name in form.fields else None, message)
+    if not exc.fields:
+        form.add_error(None, exc.detail)

@@ -1,0 +1,60 @@
+"""Personas and shared fixtures.
+
+The organisation: CEO > Sales manager (bob) > Sales rep (alice); CEO > Support manager >
+Support agent (charlie, "another branch"); admin is a superuser. The "Standard" profile allows
+every action on every module; each test narrows what it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from django.core.cache import cache
+
+from crm.models import Profile, Role, User
+from tests.factories import ProfileFactory, RoleFactory, UserFactory, grant_all
+
+
+@dataclass
+class Org:
+    ceo: Role
+    sales_manager: Role
+    sales_rep: Role
+    support_manager: Role
+    support_agent: Role
+    standard: Profile
+    alice: User
+    bob: User
+    charlie: User
+    admin: User
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    cache.clear()
+
+
+@pytest.fixture
+def org(db: None) -> Org:
+    standard = ProfileFactory(name="Standard")
+    grant_all(standard)
+    ceo = RoleFactory(name="CEO")
+    sales_manager = RoleFactory(name="Sales manager", parent=ceo)
+    sales_rep = RoleFactory(name="Sales rep", parent=sales_manager)
+    support_manager = RoleFactory(name="Support manager", parent=ceo)
+    support_agent = RoleFactory(name="Support agent", parent=support_manager)
+    for role in (ceo, sales_manager, sales_rep, support_manager, support_agent):
+        role.profiles.add(standard)
+    return Org(
+        ceo=ceo,
+        sales_manager=sales_manager,
+        sales_rep=sales_rep,
+        support_manager=support_manager,
+        support_agent=support_agent,
+        standard=standard,
+        alice=UserFactory(username="alice", role=sales_rep),
+        bob=UserFactory(username="bob", role=sales_manager),
+        charlie=UserFactory(username="charlie", role=support_agent),
+        admin=UserFactory(username="admin", is_superuser=True, is_staff=True),
+    )
