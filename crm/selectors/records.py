@@ -44,7 +44,12 @@ def search(
 
 
 def record_page(
-    user: access.Actor, module: Module, *, q: str = "", sort: str = "modified", page: Any = 1,
+    user: access.Actor,
+    module: Module,
+    *,
+    q: str = "",
+    sort: str = "modified",
+    page: Any = 1,
     per_page: int = 50,
 ) -> Page:
     order = sort.lstrip("-")

@@ -194,4 +194,3 @@ def _log(record: Record, actor: User | None, action: str, changes: dict[str, Any
 def log_change(*, record: Record, actor: User | None, action: str, changes: dict[str, Any]) -> None:
     """For other services (linking, ingest) that change what hangs off a record."""
     _log(record, actor, action, changes)
-

@@ -47,8 +47,10 @@ class RecordForm(forms.Form):
         users, groups = record_selectors.owner_choices()
         self.fields["owner"] = forms.ChoiceField(
             label="Owner",
-            choices=[("Users", [(f"u:{u.pk}", str(u)) for u in users]),
-                     ("Groups", [(f"g:{g.pk}", g.name) for g in groups])],
+            choices=[
+                ("Users", [(f"u:{u.pk}", str(u)) for u in users]),
+                ("Groups", [(f"g:{g.pk}", g.name) for g in groups]),
+            ],
             initial=_owner_key(record) if record else f"u:{user.pk}",
         )
 

@@ -25,15 +25,22 @@ class SecurityHeadersMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
-        response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        response.headers.setdefault(
+            "Permissions-Policy", "camera=(), microphone=(), geolocation=()"
+        )
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         return response
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
         if isinstance(exc, NotFound):
-            return render(request, "crm/error.html", {"title": "Not found", "detail": exc.detail},
-                          status=404)
+            return render(
+                request, "crm/error.html", {"title": "Not found", "detail": exc.detail}, status=404
+            )
         if isinstance(exc, Forbidden):
-            return render(request, "crm/error.html", {"title": "Not allowed", "detail": exc.detail},
-                          status=403)
+            return render(
+                request,
+                "crm/error.html",
+                {"title": "Not allowed", "detail": exc.detail},
+                status=403,
+            )
         return None

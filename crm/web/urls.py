@@ -22,7 +22,9 @@ crm_patterns = [
 urlpatterns = [
     path(
         "login/",
-        auth_views.LoginView.as_view(template_name="crm/login.html", redirect_authenticated_user=True),
+        auth_views.LoginView.as_view(
+            template_name="crm/login.html", redirect_authenticated_user=True
+        ),
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
 from crm import access
 from crm.exceptions import Invalid, NotFound
+from crm.models.modules import FieldType
 from crm.selectors import records as selectors
 from crm.services import records as record_service
 from crm.web.forms import RecordForm
 
 TABS = ("messages", "documents", "comments", "history")
+# List columns show plain values; a reference holds a record id and long text does not fit a cell.
+_NOT_COLUMNS = {FieldType.REFERENCE, FieldType.TEXTAREA}
 
 
 @login_required
@@ -32,8 +37,19 @@ def record_list(request: HttpRequest, module: str) -> HttpResponse:
     mod = selectors.visible_module(request.user, module)
     q = request.GET.get("q", "")
     sort = request.GET.get("sort", "modified")
-    page = selectors.record_page(request.user, mod, q=q, sort=sort, page=request.GET.get("page"))
-    columns = [fa for fa in access.visible_fields(request.user, mod) if not fa.field.is_label][:3]
+    page = selectors.record_page(
+        request.user,
+        mod,
+        q=q,
+        sort=sort,
+        page=request.GET.get("page"),
+        per_page=settings.CRM_PAGE_SIZE,
+    )
+    columns = [
+        fa
+        for fa in access.visible_fields(request.user, mod)
+        if not fa.field.is_label and fa.field.type not in _NOT_COLUMNS
+    ][:3]
     context = {
         "module": mod,
         "page": page,
@@ -42,8 +58,13 @@ def record_list(request: HttpRequest, module: str) -> HttpResponse:
         "columns": columns,
         "can_create": access.can_create(request.user, mod),
     }
-    template = "crm/_record_table.html" if request.htmx else "crm/record_list.html"
-    return render(request, template, context)
+    # htmx asks for the table alone, except when it restores a page missing from its history
+    # cache; the same URL then serves two bodies, so caches must key on HX-Request.
+    partial = request.htmx and not request.htmx.history_restore_request
+    template = "crm/_record_table.html" if partial else "crm/record_list.html"
+    response = render(request, template, context)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
 
 
 @login_required
@@ -60,6 +81,7 @@ def record_detail(request: HttpRequest, module: str, pk: int) -> HttpResponse:
             "can_edit": access.can(request.user, "edit", record),
             "can_delete": access.can(request.user, "delete", record),
             "tabs": TABS,
+            "active_tab": request.GET.get("tab") if request.GET.get("tab") in TABS else TABS[0],
         },
     )
 
@@ -70,7 +92,7 @@ def record_tab(request: HttpRequest, module: str, pk: int, tab: str) -> HttpResp
     record = access.get_record(request.user, mod, pk)
     if tab not in TABS:
         raise NotFound("No such tab.")
-    context: dict[str, object] = {"module": mod, "record": record}
+    context: dict[str, object] = {"module": mod, "record": record, "tabs": TABS, "tab": tab}
     if tab == "comments":
         context["comments"] = selectors.comments(request.user, record)
     elif tab == "history":
@@ -130,7 +152,9 @@ def comment_add(request: HttpRequest, module: str, pk: int) -> HttpResponse:
     mod = selectors.visible_module(request.user, module)
     record = access.get_record(request.user, mod, pk)
     try:
-        record_service.add_comment(actor=request.user, record=record, body=request.POST.get("body", ""))
+        record_service.add_comment(
+            actor=request.user, record=record, body=request.POST.get("body", "")
+        )
     except Invalid as exc:
         messages.error(request, exc.detail)
     url = reverse("crm:record_detail", kwargs={"module": mod.name, "pk": record.pk})
@@ -139,7 +163,9 @@ def comment_add(request: HttpRequest, module: str, pk: int) -> HttpResponse:
 
 @login_required
 def recycle_bin(request: HttpRequest) -> HttpResponse:
-    return render(request, "crm/recycle_bin.html", {"sections": selectors.recycle_bin(request.user)})
+    return render(
+        request, "crm/recycle_bin.html", {"sections": selectors.recycle_bin(request.user)}
+    )
 
 
 @login_required
