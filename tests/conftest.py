@@ -7,6 +7,8 @@ every action on every module; each test narrows what it needs.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import pytest
@@ -58,3 +60,17 @@ def org(db: None) -> Org:
         charlie=UserFactory(username="charlie", role=support_agent),
         admin=UserFactory(username="admin", is_superuser=True, is_staff=True),
     )
+
+
+SERVICE_MARKERS = {"e2e", "imap", "smtp", "celery"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None]:
+    """In CI a test that needs a real service may not be skipped: that would hide a gap."""
+    outcome = yield
+    report = outcome.get_result()
+    markers = {m.name for m in item.iter_markers()} & SERVICE_MARKERS
+    if report.skipped and markers and os.environ.get("CI"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI although marked {sorted(markers)}: {report.longrepr}"
