@@ -12,7 +12,7 @@ from django.core.validators import EmailValidator, URLValidator
 
 from crm import access
 from crm.exceptions import Invalid
-from crm.models import Field, Module, Record, User
+from crm.models import Field, Record, User
 from crm.models.modules import FieldType
 
 _PHONE = re.compile(r"^[0-9+()./\- ]{3,40}$")
@@ -20,18 +20,18 @@ _TEXT_MAX = 255
 
 
 def clean_values(
-    actor: User, module: Module, data: dict[str, Any], *, writable: set[str], partial: bool
+    actor: User, fields: list[Field], data: dict[str, Any], *, writable: set[str], partial: bool
 ) -> dict[str, Any]:
     """Values ready to store; raises Invalid naming each bad field.
 
     Empty values become None (the caller drops them). On create (`partial=False`), required
     fields must be present.
     """
-    fields = {f.name: f for f in module.fields.all()}
+    by_name = {f.name: f for f in fields}
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
     for name, raw in data.items():
-        f = fields.get(name)
+        f = by_name.get(name)
         if f is None:
             errors[name] = "No such field."
         elif name not in writable:
@@ -42,7 +42,7 @@ def clean_values(
             except ValidationError as exc:
                 errors[name] = " ".join(exc.messages)
     if not partial:
-        for f in fields.values():
+        for f in fields:
             if f.required and values.get(f.name) in (None, "") and f.name not in errors:
                 errors[f.name] = "This field is required."
         values = {k: v for k, v in values.items() if v is not None}

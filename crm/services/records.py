@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from crm import access
 from crm.exceptions import Invalid
-from crm.models import ChangeLog, Comment, Group, Module, Record, RecordAddress, User
+from crm.models import ChangeLog, Comment, Field, Group, Module, Record, RecordAddress, User
 from crm.models.modules import FieldType
 from crm.services.fieldvalues import clean_values
 
@@ -26,8 +26,9 @@ def create(
     *, actor: User, module: Module, data: dict[str, Any], owner: Owner | None = None
 ) -> Record:
     access.require_create(actor, module)
+    fields = list(module.fields.all())
     writable = _writable_fields(actor, module)
-    values = clean_values(actor, module, data, writable=writable, partial=False)
+    values = clean_values(actor, fields, data, writable=writable, partial=False)
     now = timezone.now()
     record = Record(
         module=module,
@@ -39,9 +40,9 @@ def create(
         modified_at=now,
     )
     _set_owner(record, owner or actor)
-    record.label = _label(module, values, record.number)
+    record.label = _label(fields, values, record.number)
     record.save()
-    _index_addresses(record)
+    _index_addresses(record, fields)
     _log(record, actor, ChangeLog.Action.CREATE, {k: [None, v] for k, v in values.items()})
     return record
 
@@ -52,11 +53,12 @@ def update(
 ) -> Record:
     record = _locked(record)
     access.require(actor, "edit", record)
+    fields = list(record.module.fields.all())
     writable = _writable_fields(actor, record.module)
-    incoming = clean_values(actor, record.module, data, writable=writable, partial=True)
+    incoming = clean_values(actor, fields, data, writable=writable, partial=True)
     merged = {**record.data, **incoming}
     merged = {k: v for k, v in merged.items() if v is not None}
-    _check_required(record.module, merged)
+    _check_required(fields, merged)
     changes = {
         name: [record.data.get(name), merged.get(name)]
         for name in set(record.data) | set(merged)
@@ -68,11 +70,11 @@ def update(
     if not changes:
         return record
     record.data = merged
-    record.label = _label(record.module, merged, record.number)
+    record.label = _label(fields, merged, record.number)
     record.modified_by = actor
     record.modified_at = timezone.now()
     record.save()
-    _index_addresses(record)
+    _index_addresses(record, fields)
     _log(record, actor, ChangeLog.Action.UPDATE, changes)
     return record
 
@@ -129,10 +131,10 @@ def _writable_fields(actor: User, module: Module) -> set[str]:
     return {fa.field.name for fa in access.visible_fields(actor, module) if not fa.read_only}
 
 
-def _check_required(module: Module, values: dict[str, Any]) -> None:
+def _check_required(fields: list[Field], values: dict[str, Any]) -> None:
     missing = {
         f.name: "This field is required."
-        for f in module.fields.all()
+        for f in fields
         if f.required and values.get(f.name) in (None, "")
     }
     if missing:
@@ -159,15 +161,15 @@ def _next_number(module: Module) -> str:
     return f"{module.number_prefix}{taken}"
 
 
-def _label(module: Module, values: dict[str, Any], number: str) -> str:
-    parts = [str(values[f.name]) for f in module.fields.all() if f.is_label and values.get(f.name)]
+def _label(fields: list[Field], values: dict[str, Any], number: str) -> str:
+    parts = [str(values[f.name]) for f in fields if f.is_label and values.get(f.name)]
     return " ".join(parts)[:255] or number
 
 
-def _index_addresses(record: Record) -> None:
+def _index_addresses(record: Record, fields: list[Field]) -> None:
     RecordAddress.objects.filter(record=record).delete()
     rows = []
-    for f in record.module.fields.filter(type=FieldType.EMAIL):
+    for f in (f for f in fields if f.type == FieldType.EMAIL):
         value = record.data.get(f.name)
         if value:
             address = str(value).lower()
