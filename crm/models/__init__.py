@@ -11,18 +11,26 @@ from crm.models.access import (
 )
 from crm.models.changelog import ChangeLog
 from crm.models.comments import Comment
+from crm.models.documents import Document, DocumentLink
+from crm.models.messages import Attachment, Message, MessageLink, QuarantinedMessage
 from crm.models.modules import Field, Module
 from crm.models.records import Record, RecordAddress
 
 __all__ = [
+    "Attachment",
     "ChangeLog",
     "Comment",
+    "Document",
+    "DocumentLink",
     "Field",
     "FieldPermission",
     "Group",
+    "Message",
+    "MessageLink",
     "Module",
     "ModulePermission",
     "Profile",
+    "QuarantinedMessage",
     "Record",
     "RecordAddress",
     "Role",

@@ -1,0 +1,49 @@
+"""Files: stored once by content, shown as Documents, linked to records."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from crm.models.records import Record
+
+
+class Document(models.Model):
+    """One distinct file. The same bytes arriving ten times are one Document, stored once.
+
+    The storage name is derived from the sha256 only, never from user text, so hostile
+    filenames can never become paths.
+    """
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    file = models.FileField(max_length=200)
+    title = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    size = models.PositiveBigIntegerField()
+    thumbnail = models.FileField(max_length=200, blank=True)
+    folder = models.CharField(max_length=100, blank=True, default="Email attachments")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class DocumentLink(models.Model):
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="links")
+    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="document_links")
+    linked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["document", "record"], name="document_link_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document_id} → {self.record_id}"

@@ -1,0 +1,241 @@
+"""The one way an email enters the CRM, and the one way it is linked to a record.
+
+`store(raw, ...)` keeps the exact bytes and turns them into one Message (the same email again
+returns the existing one), its attachments into Documents. `link(message, record, ...)` puts the
+message and its attachments on a record, for a user who may edit that record.
+ARCHITECTURE.md, "The ingest pipeline".
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from crm import access
+from crm.email.addresses import Address
+from crm.email.parse import ParsedEmail, Part, identity, parse
+from crm.exceptions import Invalid
+from crm.models import (
+    Attachment,
+    ChangeLog,
+    Document,
+    DocumentLink,
+    Message,
+    MessageLink,
+    QuarantinedMessage,
+    Record,
+    User,
+)
+from crm.services import blobs, thumbnails
+from crm.services.records import log_change
+
+log = logging.getLogger(__name__)
+Source = Message.Source
+Direction = Message.Direction
+
+
+@dataclass(frozen=True)
+class Stored:
+    message: Message
+    created: bool
+
+
+def store(
+    raw: bytes,
+    *,
+    source: str,
+    actor: User | None = None,
+    direction: str = Direction.INCOMING,
+    origin: str = "",
+) -> Stored:
+    """Store an email whole. Never drops it: what cannot be stored is quarantined, then raised.
+
+    Files are written before the transaction (content-addressed, so a retry rewrites nothing);
+    the rows are written in one transaction.
+    """
+    try:
+        parsed = parse(raw)
+        key = identity(parsed, raw)
+        existing = Message.objects.filter(identity=key).first()
+        if existing is not None:
+            return Stored(existing, created=False)
+        raw_name, raw_sha = blobs.put(raw, kind="raw")
+        files = [(part, *blobs.put(part.payload, kind="files")) for part in parsed.parts]
+        return _save(parsed, key, raw_name, raw_sha, len(raw), files, source, actor, direction)
+    except Exception as exc:
+        quarantine(raw, source=source, origin=origin, error=exc)
+        raise
+
+
+def link(*, message: Message, record: Record, actor: User | None, via: str) -> bool:
+    """Link the message and its attachments to the record; True if the link is new.
+
+    A user needs edit access to the record. `actor=None` is the system acting on its own rules
+    (the mail converter), which has already chosen the record.
+    """
+    if actor is not None:
+        access.require(actor, "edit", record)
+    if not record.module.accepts_messages:
+        raise Invalid(f"{record.module.plural} do not take emails.", code="module_no_messages")
+    with transaction.atomic():
+        now = timezone.now()
+        _, created = MessageLink.objects.get_or_create(
+            message=message,
+            record=record,
+            defaults={"linked_by": actor, "via": via, "linked_at": now},
+        )
+        documents = Document.objects.filter(attachments__message=message).distinct()
+        for document in documents:
+            DocumentLink.objects.get_or_create(
+                document=document, record=record, defaults={"linked_at": now}
+            )
+        if created:
+            log_change(
+                record=record,
+                actor=actor,
+                action=ChangeLog.Action.LINK,
+                changes=_link_note(message),
+            )
+    return created
+
+
+def unlink(*, message: Message, record: Record, actor: User) -> bool:
+    """Take the message off the record, and its attachments unless another email there has them."""
+    access.require(actor, "edit", record)
+    with transaction.atomic():
+        deleted, _ = MessageLink.objects.filter(message=message, record=record).delete()
+        if not deleted:
+            return False
+        still_carried = Attachment.objects.filter(message__links__record=record).values_list(
+            "document_id", flat=True
+        )
+        DocumentLink.objects.filter(record=record, document__attachments__message=message).exclude(
+            document_id__in=still_carried
+        ).delete()
+        log_change(
+            record=record, actor=actor, action=ChangeLog.Action.UNLINK, changes=_link_note(message)
+        )
+    return True
+
+
+def quarantine(raw: bytes, *, source: str, origin: str, error: BaseException) -> QuarantinedMessage:
+    """Keep bytes that could not be stored, with the reason, for an administrator."""
+    name, sha = blobs.put(raw, kind="quarantine")
+    log.warning("email quarantined (%s %s): %r", source, origin, error)
+    return QuarantinedMessage.objects.create(
+        raw=name,
+        raw_sha256=sha,
+        size=len(raw),
+        source=source,
+        origin=origin[:500],
+        error=f"{type(error).__name__}: {error}"[:10_000],
+        created_at=timezone.now(),
+    )
+
+
+# --- rows -----------------------------------------------------------------------------------
+
+
+def _save(
+    parsed: ParsedEmail,
+    key: str,
+    raw_name: str,
+    raw_sha: str,
+    size: int,
+    files: list[tuple[Part, str, str]],
+    source: str,
+    actor: User | None,
+    direction: str,
+) -> Stored:
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                identity=key,
+                raw=raw_name,
+                raw_sha256=raw_sha,
+                size=size,
+                direction=direction,
+                source=source,
+                stored_by=actor,
+                stored_at=timezone.now(),
+                **_headers(parsed),
+            )
+            for part, name, sha in files:
+                _attach(message, part, name, sha, actor)
+    except IntegrityError:
+        # Another process stored the same email at the same moment: that one is ours too.
+        existing = Message.objects.filter(identity=key).first()
+        if existing is None:
+            raise
+        return Stored(existing, created=False)
+    return Stored(message, created=True)
+
+
+def _attach(message: Message, part: Part, name: str, sha: str, actor: User | None) -> None:
+    title = part.filename or _untitled(part)
+    document = Document.objects.filter(sha256=sha).first()
+    if document is None:
+        with transaction.atomic():  # a savepoint: a concurrent twin may win the insert
+            try:
+                document = Document.objects.create(
+                    sha256=sha,
+                    file=name,
+                    title=title[:255],
+                    content_type=part.content_type,
+                    size=part.size,
+                    owner=actor,
+                    created_at=timezone.now(),
+                    thumbnail=thumbnails.make(part.payload, part.content_type) or "",
+                )
+            except IntegrityError:
+                document = None
+        if document is None:
+            document = Document.objects.get(sha256=sha)
+    Attachment.objects.create(
+        message=message,
+        document=document,
+        filename=title[:255],
+        content_type=part.content_type[:255],
+        content_id=(part.content_id or "")[:255],
+        inline=part.inline,
+        part_path=part.part_path[:100],
+        size=part.size,
+    )
+
+
+def _headers(p: ParsedEmail) -> dict[str, Any]:
+    return {
+        "message_id": (p.message_id or "")[:998],
+        "subject": p.subject,
+        "from_name": (p.from_.name if p.from_ else "")[:255],
+        "from_address": (p.from_.email if p.from_ else "")[:320],
+        "sender": (p.sender.email if p.sender else "")[:320],
+        "to": _addresses(p.to),
+        "cc": _addresses(p.cc),
+        "bcc": _addresses(p.bcc),
+        "reply_to": _addresses(p.reply_to),
+        "date": p.date,
+        "in_reply_to": (p.in_reply_to or "")[:998],
+        "references": list(p.references),
+        "auto_submitted": (p.auto_submitted or "")[:100],
+        "text_body": p.text_body or "",
+        "html_body": p.html_body or "",
+        "defects": list(p.defects),
+    }
+
+
+def _addresses(addresses: tuple[Address, ...]) -> list[dict[str, str]]:
+    return [{"name": a.name, "email": a.email} for a in addresses]
+
+
+def _untitled(part: Part) -> str:
+    kind = part.content_type.partition("/")[2] or "bin"
+    return f"part-{part.part_path}.{kind}"
+
+
+def _link_note(message: Message) -> dict[str, Any]:
+    return {"message": [None, f"{message.subject or '(no subject)'} <{message.from_address}>"]}
