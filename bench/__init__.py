@@ -1,0 +1,1 @@
+"""Benchmarks run by hand against a dedicated PostgreSQL database; see bench/README.md."""
