@@ -45,10 +45,16 @@ class RecordForm(forms.Form):
         for fa in self.access:
             self.fields[fa.field.name] = self._field(user, fa, data.get(fa.field.name))
         users, groups = record_selectors.owner_choices()
+        user_choices = [(f"u:{u.pk}", str(u)) for u in users]
+        owner_user = record.owner_user if record else None
+        if owner_user is not None and not owner_user.is_active:
+            # Records outlive their owner's account. Without his own option the browser would
+            # submit the first user listed, and saving would silently hand the record to him.
+            user_choices.append((f"u:{owner_user.pk}", f"{owner_user} (inactive)"))
         self.fields["owner"] = forms.ChoiceField(
             label="Owner",
             choices=[
-                ("Users", [(f"u:{u.pk}", str(u)) for u in users]),
+                ("Users", user_choices),
                 ("Groups", [(f"g:{g.pk}", g.name) for g in groups]),
             ],
             initial=_owner_key(record) if record else f"u:{user.pk}",
