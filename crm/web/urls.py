@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from crm.web import views
+from crm.web import message_views, views
 
 crm_patterns = [
     path("", views.home, name="home"),
@@ -17,6 +17,37 @@ crm_patterns = [
     path("m/<str:module>/<int:pk>/delete/", views.record_delete, name="record_delete"),
     path("m/<str:module>/<int:pk>/comments/", views.comment_add, name="comment_add"),
     path("m/<str:module>/<int:pk>/tab/<str:tab>/", views.record_tab, name="record_tab"),
+    path(
+        "m/<str:module>/<int:pk>/emails/<int:message_id>/",
+        message_views.message_detail,
+        name="message_detail",
+    ),
+    path(
+        "m/<str:module>/<int:pk>/emails/<int:message_id>/body/",
+        message_views.message_body,
+        name="message_body",
+    ),
+    path(
+        "m/<str:module>/<int:pk>/emails/<int:message_id>/raw/",
+        message_views.message_raw,
+        name="message_raw",
+    ),
+    path(
+        "m/<str:module>/<int:pk>/emails/<int:message_id>/files/<int:attachment_id>/",
+        message_views.attachment_download,
+        name="attachment_download",
+    ),
+    path(
+        "m/<str:module>/<int:pk>/documents/<int:document_id>/",
+        message_views.document_download,
+        name="document_download",
+    ),
+    path(
+        "m/<str:module>/<int:pk>/documents/<int:document_id>/thumbnail/",
+        message_views.document_thumbnail,
+        name="document_thumbnail",
+    ),
+    path("inline/<str:token>/", message_views.inline_part, name="inline_part"),
 ]
 
 urlpatterns = [

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from crm import access
 from crm.exceptions import Invalid, NotFound
 from crm.models.modules import FieldType
+from crm.selectors import messages as message_selectors
 from crm.selectors import records as selectors
 from crm.services import records as record_service
 from crm.web.forms import RecordForm
@@ -95,6 +96,12 @@ def record_tab(request: HttpRequest, module: str, pk: int, tab: str) -> HttpResp
     context: dict[str, object] = {"module": mod, "record": record, "tabs": TABS, "tab": tab}
     if tab == "comments":
         context["comments"] = selectors.comments(request.user, record)
+    elif tab == "messages":
+        context["page"] = message_selectors.record_messages(
+            request.user, record, page=request.GET.get("page")
+        )
+    elif tab == "documents":
+        context["documents"] = message_selectors.record_documents(request.user, record)
     elif tab == "history":
         context["history"] = selectors.history(request.user, record)
     return render(request, f"crm/tabs/{tab}.html", context)
