@@ -14,7 +14,7 @@ from crm.models.comments import Comment
 from crm.models.documents import Document, DocumentLink
 from crm.models.messages import Attachment, Message, MessageLink, QuarantinedMessage
 from crm.models.modules import Field, Module
-from crm.models.records import Record, RecordAddress
+from crm.models.records import Record, RecordAddress, RecordReference
 
 __all__ = [
     "Attachment",
@@ -33,6 +33,7 @@ __all__ = [
     "QuarantinedMessage",
     "Record",
     "RecordAddress",
+    "RecordReference",
     "Role",
     "SharingRule",
     "User",

@@ -100,7 +100,7 @@ class Attachment(models.Model):
     content_type = models.CharField(max_length=255)
     content_id = models.CharField(max_length=255, blank=True)
     inline = models.BooleanField(default=False)
-    part_path = models.CharField(max_length=100)
+    part_path = models.CharField(max_length=1000)  # up to 50 MIME levels deep
     size = models.PositiveBigIntegerField()
 
     class Meta:

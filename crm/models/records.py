@@ -104,3 +104,20 @@ class RecordAddress(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+
+class RecordReference(models.Model):
+    """One reference field's value as a row, so "contacts of this company" is an index scan."""
+
+    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="references")
+    field = models.ForeignKey(Field, on_delete=models.CASCADE, related_name="+")
+    target = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="referenced_by")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["record", "field"], name="record_reference_unique"),
+        ]
+        indexes = [models.Index(fields=["target", "field"], name="record_reference_target")]
+
+    def __str__(self) -> str:
+        return f"{self.record_id}.{self.field_id} → {self.target_id}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -38,10 +39,14 @@ Source = Message.Source
 Direction = Message.Direction
 
 
+Completeness = Message.Completeness
+
+
 @dataclass(frozen=True)
 class Stored:
     message: Message
     created: bool
+    completed: bool = False  # a partial message was replaced by the whole email
 
 
 def store(
@@ -51,21 +56,31 @@ def store(
     actor: User | None = None,
     direction: str = Direction.INCOMING,
     origin: str = "",
+    completeness: str = Completeness.FULL,
 ) -> Stored:
     """Store an email whole. Never drops it: what cannot be stored is quarantined, then raised.
 
     Files are written before the transaction (content-addressed, so a retry rewrites nothing);
-    the rows are written in one transaction.
+    the rows are written in one transaction. A partial capture (a client that could not export
+    the message) is replaced when the whole email arrives later, keeping its links.
     """
     try:
         parsed = parse(raw)
         key = identity(parsed, raw)
         existing = Message.objects.filter(identity=key).first()
-        if existing is not None:
+        if existing is not None and not (
+            existing.completeness == Completeness.PARTIAL and completeness == Completeness.FULL
+        ):
             return Stored(existing, created=False)
         raw_name, raw_sha = blobs.put(raw, kind="raw")
         files = [(part, *blobs.put(part.payload, kind="files")) for part in parsed.parts]
-        return _save(parsed, key, raw_name, raw_sha, len(raw), files, source, actor, direction)
+        if existing is not None:
+            return _complete(existing, parsed, raw_name, raw_sha, len(raw), files, actor)
+        stored = _save(parsed, key, raw_name, raw_sha, len(raw), files, source, actor, direction)
+        if completeness != Completeness.FULL and stored.created:
+            Message.objects.filter(pk=stored.message.pk).update(completeness=completeness)
+            stored.message.completeness = completeness
+        return stored
     except Exception as exc:
         quarantine(raw, source=source, origin=origin, error=exc)
         raise
@@ -175,25 +190,58 @@ def _save(
     return Stored(message, created=True)
 
 
+def _complete(
+    message: Message,
+    parsed: ParsedEmail,
+    raw_name: str,
+    raw_sha: str,
+    size: int,
+    files: list[tuple[Part, str, str]],
+    actor: User | None,
+) -> Stored:
+    """Replace a partial capture by the whole email; its links (and their documents) stay."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().get(pk=message.pk)
+        if message.completeness == Completeness.FULL:  # completed meanwhile by someone else
+            return Stored(message, created=False)
+        for name, value in {
+            **_headers(parsed),
+            "raw": raw_name,
+            "raw_sha256": raw_sha,
+            "size": size,
+            "completeness": Completeness.FULL,
+        }.items():
+            setattr(message, name, value)
+        message.save()
+        message.attachments.all().delete()
+        for part, name, sha in files:
+            _attach(message, part, name, sha, actor)
+        now = timezone.now()
+        for record_id in message.links.values_list("record_id", flat=True):
+            for document in Document.objects.filter(attachments__message=message).distinct():
+                DocumentLink.objects.get_or_create(
+                    document=document, record_id=record_id, defaults={"linked_at": now}
+                )
+    return Stored(message, created=False, completed=True)
+
+
 def _attach(message: Message, part: Part, name: str, sha: str, actor: User | None) -> None:
     title = part.filename or _untitled(part)
     document = Document.objects.filter(sha256=sha).first()
     if document is None:
-        with transaction.atomic():  # a savepoint: a concurrent twin may win the insert
-            try:
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent twin may win the insert
                 document = Document.objects.create(
                     sha256=sha,
                     file=name,
                     title=title[:255],
-                    content_type=part.content_type,
+                    content_type=part.content_type[:255],
                     size=part.size,
                     owner=actor,
                     created_at=timezone.now(),
                     thumbnail=thumbnails.make(part.payload, part.content_type) or "",
                 )
-            except IntegrityError:
-                document = None
-        if document is None:
+        except IntegrityError:
             document = Document.objects.get(sha256=sha)
     Attachment.objects.create(
         message=message,
@@ -202,7 +250,7 @@ def _attach(message: Message, part: Part, name: str, sha: str, actor: User | Non
         content_type=part.content_type[:255],
         content_id=(part.content_id or "")[:255],
         inline=part.inline,
-        part_path=part.part_path[:100],
+        part_path=part.part_path,
         size=part.size,
     )
 
@@ -218,7 +266,8 @@ def _headers(p: ParsedEmail) -> dict[str, Any]:
         "cc": _addresses(p.cc),
         "bcc": _addresses(p.bcc),
         "reply_to": _addresses(p.reply_to),
-        "date": p.date,
+        # In UTC: a sender's offset can be beyond what PostgreSQL accepts (+16:00 seen).
+        "date": p.date.astimezone(UTC) if p.date else None,
         "in_reply_to": (p.in_reply_to or "")[:998],
         "references": list(p.references),
         "auto_submitted": (p.auto_submitted or "")[:100],

@@ -14,7 +14,17 @@ from django.utils import timezone
 
 from crm import access
 from crm.exceptions import Invalid
-from crm.models import ChangeLog, Comment, Field, Group, Module, Record, RecordAddress, User
+from crm.models import (
+    ChangeLog,
+    Comment,
+    Field,
+    Group,
+    Module,
+    Record,
+    RecordAddress,
+    RecordReference,
+    User,
+)
 from crm.models.modules import FieldType
 from crm.services.fieldvalues import clean_values
 
@@ -42,7 +52,7 @@ def create(
     _set_owner(record, owner or actor)
     record.label = _label(fields, values, record.number)
     record.save()
-    _index_addresses(record, fields)
+    _index(record, fields)
     _log(record, actor, ChangeLog.Action.CREATE, {k: [None, v] for k, v in values.items()})
     return record
 
@@ -74,7 +84,7 @@ def update(
     record.modified_by = actor
     record.modified_at = timezone.now()
     record.save()
-    _index_addresses(record, fields)
+    _index(record, fields)
     _log(record, actor, ChangeLog.Action.UPDATE, changes)
     return record
 
@@ -164,6 +174,17 @@ def _next_number(module: Module) -> str:
 def _label(fields: list[Field], values: dict[str, Any], number: str) -> str:
     parts = [str(values[f.name]) for f in fields if f.is_label and values.get(f.name)]
     return " ".join(parts)[:255] or number
+
+
+def _index(record: Record, fields: list[Field]) -> None:
+    """Keep the address and reference indexes in step with the record's values."""
+    _index_addresses(record, fields)
+    RecordReference.objects.filter(record=record).delete()
+    RecordReference.objects.bulk_create(
+        RecordReference(record=record, field=f, target_id=record.data[f.name])
+        for f in fields
+        if f.type == FieldType.REFERENCE and record.data.get(f.name)
+    )
 
 
 def _index_addresses(record: Record, fields: list[Field]) -> None:

@@ -244,3 +244,18 @@ def test_a_custom_module_behaves_like_a_built_in_one(org: Org) -> None:
     assert access.can(org.bob, "edit", record)
     assert not access.can(org.charlie, "view", record)
     assert projects in access.visible_modules(org.alice)
+
+
+def test_the_reference_index_follows_every_save(org: Org) -> None:
+    from crm.models import RecordReference
+
+    acme = make_record("Companies", org.alice, name="Acme")
+    other = make_record("Companies", org.alice, name="Other")
+    jane = record_service.create(
+        actor=org.alice, module=_contacts(), data={"last_name": "Doe", "company": acme.pk}
+    )
+    assert list(RecordReference.objects.values_list("record", "target")) == [(jane.pk, acme.pk)]
+    record_service.update(actor=org.alice, record=jane, data={"company": other.pk})
+    assert list(RecordReference.objects.values_list("target", flat=True)) == [other.pk]
+    record_service.update(actor=org.alice, record=jane, data={"company": None})
+    assert not RecordReference.objects.exists()
