@@ -57,10 +57,21 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "axes",
+    "corsheaders",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "crm",
+    "licensing",
+    "mailconnector",
 ]
 
 MIDDLEWARE = [
+    # First: preflights are answered before anything else looks at the request.
+    "corsheaders.middleware.CorsMiddleware",
+    "mailconnector.api.middleware.UploadLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -194,6 +205,149 @@ CRM_PAGE_SIZE = _read("CRM_PAGE_SIZE", env.int, 50)
 # How long computed privileges stay cached; any change to roles, profiles, groups, sharing
 # or users invalidates them at once, so this only bounds memory.
 CRM_PRIVILEGES_CACHE_SECONDS = _read("CRM_PRIVILEGES_CACHE_SECONDS", env.int, 3600)
+
+# --- Mail connector (the Outlook add-in's API) ---------------------------------------------
+ADDIN_ALLOWED_ORIGINS = _read("ADDIN_ALLOWED_ORIGINS", env.list, [])
+ADDIN_MIN_VERSION = _read("ADDIN_MIN_VERSION", env.str, "1.0.0")
+# The largest email the add-in may upload, in bytes (answered 413 beyond it).
+ADDIN_MAX_EMAIL_BYTES = _read("ADDIN_MAX_EMAIL_BYTES", env.int, 40 * 1024 * 1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["mailconnector.auth.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["mailconnector.api.permissions.ConnectorUser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "mailconnector.api.errors.problem_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "CRM Mail Connector API",
+    "DESCRIPTION": (
+        "The CRM side of the Outlook add-in. Errors are application/problem+json "
+        "{type, title, status, detail, code}."
+    ),
+    "SCHEMA_PATH_PREFIX": "/api/addin/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# CORS only on the add-in API, only for the add-in's origins, never with credentials.
+CORS_URLS_REGEX = r"^/api/addin/.*$"
+CORS_ALLOWED_ORIGINS = ADDIN_ALLOWED_ORIGINS
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = ["authorization", "content-type", "idempotency-key", "x-addin-version"]
+CORS_EXPOSE_HEADERS = ["retry-after"]
+CORS_PREFLIGHT_MAX_AGE = 86400
+CORS_ALLOW_PRIVATE_NETWORK = True
+
+# --- Single sign-on ------------------------------------------------------------------------
+# OpenID Connect providers offered by the add-in ("Sign in with ..."), as a JSON list in
+# ADDIN_SSO_PROVIDERS, one object per provider:
+#   {"id": "entra", "name": "Microsoft Entra ID",
+#    "issuer": "https://login.microsoftonline.com/<tenant>/v2.0", "client_id": "...",
+#    "scopes": "openid email profile", "claim": "email", "match": "email"}
+# Optional: "discovery_url" (default: issuer + /.well-known/openid-configuration),
+# "signing_algs" (default ["RS256"]), "require_verified_email" (default true: when matching on
+# email, the provider must say email_verified). "match" is how the claim finds the CRM user:
+# "email" (case-insensitive) or "username". Users are never created. The client secret comes
+# only from ADDIN_SSO_<ID>_CLIENT_SECRET (the id upper-cased, "-" as "_"), never the JSON.
+# The provider's redirect URI is CRM_BASE_URL + /api/addin/v1/auth/sso/callback.
+_SSO_KEYS = {"id", "name", "issuer", "discovery_url", "client_id", "scopes", "claim", "match"}
+_SSO_KEYS |= {"signing_algs", "require_verified_email"}
+
+
+def _sso_providers() -> list[dict[str, object]]:
+    import json
+    import re
+    from urllib.parse import urlsplit
+
+    def bad(why: str) -> ImproperlyConfigured:
+        return ImproperlyConfigured(
+            f"The environment variable ADDIN_SSO_PROVIDERS is malformed: {why}"
+        )
+
+    def https(url: object) -> bool:  # plain http only for a provider on loopback (tests)
+        if not isinstance(url, str):
+            return False
+        parts = urlsplit(url)
+        loopback = parts.hostname in {"127.0.0.1", "localhost", "::1"}
+        return parts.scheme == "https" or (parts.scheme == "http" and loopback)
+
+    try:
+        raw = json.loads(_read("ADDIN_SSO_PROVIDERS", env.str, "") or "[]")
+    except ValueError as exc:
+        raise bad(f"not JSON ({exc})") from exc
+    if not isinstance(raw, list) or not all(isinstance(p, dict) for p in raw):
+        raise bad("expected a JSON list of objects")
+    providers: list[dict[str, object]] = []
+    for p in raw:
+        pid = p.get("id")
+        if not isinstance(pid, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", pid):
+            raise bad(f"id {pid!r} must be 1-32 of a-z, 0-9 and '-'")
+        if unknown := set(p) - _SSO_KEYS:
+            raise bad(f"provider {pid}: unknown keys {sorted(unknown)} (secrets go elsewhere)")
+        for key in ("name", "issuer", "client_id"):
+            if not isinstance(p.get(key), str) or not p[key]:
+                raise bad(f"provider {pid}: {key} is required")
+        discovery = p.get("discovery_url") or (
+            p["issuer"].rstrip("/") + "/.well-known/openid-configuration"
+        )
+        if not https(p["issuer"]) or not https(discovery):
+            raise bad(f"provider {pid}: the issuer and discovery_url must be https URLs")
+        scopes = p.get("scopes", "openid email profile")
+        if not isinstance(scopes, str) or "openid" not in scopes.split():
+            raise bad(f"provider {pid}: scopes must be a string that includes 'openid'")
+        claim = p.get("claim", "email")
+        match = p.get("match", "email" if claim == "email" else "username")
+        if not isinstance(claim, str) or match not in {"email", "username"}:
+            raise bad(f"provider {pid}: claim is a claim name, match 'email' or 'username'")
+        algs = p.get("signing_algs", ["RS256"])
+        asymmetric = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"}
+        if not isinstance(algs, list) or not algs or not set(algs) <= asymmetric:
+            raise bad(f"provider {pid}: signing_algs must list asymmetric JWS algorithms")
+        verified = p.get("require_verified_email", True)
+        if not isinstance(verified, bool):
+            raise bad(f"provider {pid}: require_verified_email must be true or false")
+        secret_var = f"ADDIN_SSO_{pid.upper().replace('-', '_')}_CLIENT_SECRET"
+        secret = _read(secret_var, env.str, "")
+        if not secret:
+            raise ImproperlyConfigured(f"The environment variable {secret_var} is not set.")
+        providers.append(
+            {
+                "id": pid,
+                "name": p["name"],
+                "issuer": p["issuer"],
+                "discovery_url": discovery,
+                "client_id": p["client_id"],
+                "client_secret": secret,
+                "scopes": scopes,
+                "claim": claim,
+                "match": match,
+                "signing_algs": algs,
+                "require_verified_email": verified,
+            }
+        )
+    if len({p["id"] for p in providers}) != len(providers):
+        raise bad("two providers have the same id")
+    return providers
+
+
+ADDIN_SSO_PROVIDERS = _sso_providers()
+# Seconds the CRM waits for the identity provider (discovery, keys, code exchange).
+ADDIN_SSO_HTTP_TIMEOUT = _read("ADDIN_SSO_HTTP_TIMEOUT", env.float, 10.0)
+
+# --- Licensing -----------------------------------------------------------------------------
+# The license vendor's Ed25519 public key: the raw 32 bytes in base64 (44 characters, as
+# `manage.py license_keygen` prints it; PEM is accepted too). License keys are verified with
+# it; the CRM never holds the private key. Empty: no key can be activated, connector inactive.
+LICENSE_PUBLIC_KEY = _read("LICENSE_PUBLIC_KEY", env.str, "")
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,1 @@
+"""Licensing of the Outlook Mail Connector: signed keys, activation, enabled users, the gate."""

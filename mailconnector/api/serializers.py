@@ -1,0 +1,156 @@
+"""Shapes of the add-in API: `<Entity><Action>Input` parses, `<Entity><Action>Output` renders."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from crm.models import Module, Record
+
+
+class ProblemOutput(serializers.Serializer):
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    fields = serializers.DictField(child=serializers.CharField(), required=False)
+
+
+class MetaOutput(serializers.Serializer):
+    product = serializers.CharField()
+    crm_version = serializers.CharField()
+    api_versions = serializers.ListField(child=serializers.CharField())
+    min_addin_version = serializers.CharField()
+    login_methods = serializers.DictField()
+    limits = serializers.DictField()
+    session_policy = serializers.DictField()
+    license = serializers.DictField()
+
+
+class ModuleOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Module
+        fields = ["name", "singular", "plural", "icon", "is_custom"]
+
+
+class RecordOutput(serializers.Serializer):
+    module = serializers.CharField(source="module.name")
+    id = serializers.IntegerField(source="pk")
+    number = serializers.CharField()
+    label = serializers.CharField()
+    url = serializers.SerializerMethodField()
+
+    def get_url(self, record: Record) -> str:
+        path = reverse("crm:record_detail", args=[record.module.name, record.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class RecordPageOutput(serializers.Serializer):
+    results = RecordOutput(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
+class AddressInput(serializers.Serializer):
+    email = serializers.CharField(max_length=320)
+    role = serializers.ChoiceField(choices=["from", "sender", "reply_to", "to", "cc"])
+
+
+class SuggestionsInput(serializers.Serializer):
+    addresses = AddressInput(many=True, allow_empty=True, max_length=200)
+    mailbox_owner = serializers.CharField(max_length=320, required=False, allow_blank=True)
+    message_id = serializers.CharField(max_length=998, required=False, allow_blank=True)
+
+
+class _AboutRecord(serializers.Serializer):
+    """A record as the `record` member of something said about it."""
+
+    module = serializers.CharField(source="record.module.name")
+    id = serializers.IntegerField(source="record.pk")
+    number = serializers.CharField(source="record.number")
+    label = serializers.CharField(source="record.label")
+    url = serializers.SerializerMethodField()
+
+    def get_url(self, item: Any) -> str:
+        return RecordOutput(context=self.context).get_url(item.record)
+
+
+class SuggestionOutput(_AboutRecord):
+    reason = serializers.CharField()
+    already_linked = serializers.BooleanField()
+
+
+class SuggestionsOutput(serializers.Serializer):
+    results = SuggestionOutput(many=True)
+
+
+class LookupOutput(serializers.Serializer):
+    message_id = serializers.CharField()
+    records = RecordOutput(many=True)
+
+
+class LinkTargetInput(serializers.Serializer):
+    module = serializers.CharField(max_length=63)
+    id = serializers.IntegerField(min_value=1)
+
+
+class LinksField(serializers.Field):
+    """`links` arrives as a JSON text part of the multipart upload."""
+
+    def to_internal_value(self, data: Any) -> list[dict[str, Any]]:
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError as exc:
+                raise serializers.ValidationError("Send links as JSON.") from exc
+        items = LinkTargetInput(data=data, many=True)
+        items.is_valid(raise_exception=True)
+        if not items.validated_data:
+            raise serializers.ValidationError("Choose at least one record.")
+        return list(items.validated_data)
+
+
+class EmailLinkInput(serializers.Serializer):
+    """Either `eml` (the whole message), or the fields and attachments of a partial capture."""
+
+    links = LinksField()
+    eml = serializers.FileField(required=False)
+    subject = serializers.CharField(required=False, allow_blank=True, max_length=998)
+    message_id = serializers.CharField(required=False, max_length=998)
+    sender = serializers.CharField(required=False, max_length=998)
+    to = serializers.ListField(child=serializers.CharField(max_length=998), required=False)
+    cc = serializers.ListField(child=serializers.CharField(max_length=998), required=False)
+    date = serializers.DateTimeField(required=False)
+    text_body = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    html_body = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    attachments = serializers.ListField(child=serializers.FileField(), required=False)
+    attachments_pending = serializers.ListField(
+        child=serializers.CharField(max_length=255), required=False
+    )
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if "eml" not in data:
+            missing = [f for f in ("message_id", "sender") if not data.get(f)]
+            if missing:
+                raise serializers.ValidationError(
+                    {f: "Required without an eml part." for f in missing}
+                )
+        return data
+
+
+class LinkedRecordOutput(_AboutRecord):
+    newly_linked = serializers.BooleanField()
+
+
+class EmailLinkOutput(serializers.Serializer):
+    message = serializers.IntegerField(source="message.pk")
+    subject = serializers.CharField(source="message.subject")
+    completeness = serializers.CharField(source="message.completeness")
+    created = serializers.BooleanField()
+    completed = serializers.BooleanField()
+    attachments_saved = serializers.IntegerField()
+    records = LinkedRecordOutput(many=True)
