@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "crm",
     "licensing",
     "mailconnector",
+    "mailconverter",
 ]
 
 MIDDLEWARE = [
@@ -246,6 +247,28 @@ CORS_ALLOW_HEADERS = ["authorization", "content-type", "idempotency-key", "x-add
 CORS_EXPOSE_HEADERS = ["retry-after"]
 CORS_PREFLIGHT_MAX_AGE = 86400
 CORS_ALLOW_PRIVATE_NETWORK = True
+
+# --- Mail converter ------------------------------------------------------------------------
+# Keys that encrypt mailbox passwords at rest (Fernet): comma-separated, the first encrypts,
+# all decrypt, so a key is rotated by putting the new one first and running
+# `mailconverter.secrets.rotate` over the rows. Each entry is a Fernet key
+# (`Fernet.generate_key()`) or any passphrase (stretched with SHA-256). Unset: a key derived
+# from SECRET_KEY, so changing SECRET_KEY then makes stored mailbox passwords unreadable.
+FIELD_ENCRYPTION_KEY = _read("FIELD_ENCRYPTION_KEY", env.str, "")
+# A message larger than this is quarantined as oversize without being fetched whole.
+CONVERTER_MAX_MESSAGE_BYTES = _read("CONVERTER_MAX_MESSAGE_BYTES", env.int, 25 * 1024 * 1024)
+# Loop guard: at most this many new tickets per sender per window (minutes).
+CONVERTER_SENDER_TICKET_LIMIT = _read("CONVERTER_SENDER_TICKET_LIMIT", env.int, 10)
+CONVERTER_SENDER_WINDOW_MINUTES = _read("CONVERTER_SENDER_WINDOW_MINUTES", env.int, 60)
+# A failing message is retried on this many scans, then waits for an administrator's retry.
+CONVERTER_MAX_ATTEMPTS = _read("CONVERTER_MAX_ATTEMPTS", env.int, 3)
+# Seconds before a silent IMAP server is given up on.
+CONVERTER_SOCKET_TIMEOUT = _read("CONVERTER_SOCKET_TIMEOUT", env.int, 60)
+# A scan holds its mailbox's lease this long past its last sign of life (crashed holders).
+CONVERTER_LEASE_SECONDS = _read("CONVERTER_LEASE_SECONDS", env.int, 300)
+# Messages fetched per round trip, and the bytes one batch may hold.
+CONVERTER_FETCH_BATCH = _read("CONVERTER_FETCH_BATCH", env.int, 50)
+CONVERTER_FETCH_BATCH_BYTES = _read("CONVERTER_FETCH_BATCH_BYTES", env.int, 32 * 1024 * 1024)
 
 # --- Single sign-on ------------------------------------------------------------------------
 # OpenID Connect providers offered by the add-in ("Sign in with ..."), as a JSON list in

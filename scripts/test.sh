@@ -4,7 +4,7 @@
 # loopback. Extra arguments go to pytest.
 source "$(dirname "$0")/common.sh"
 
-apt_install postgresql redis-server chromium
+apt_install postgresql redis-server chromium dovecot-imapd
 
 start_postgres() {
     pg_isready -q -h 127.0.0.1 -p 5432 && return

@@ -122,13 +122,22 @@ def purge(*, actor: User, record: Record) -> None:
 
 
 @transaction.atomic
-def add_comment(*, actor: User, record: Record, body: str) -> Comment:
+def add_comment(
+    *, actor: User, record: Record, body: str, author_address: str = "", via_mail: bool = False
+) -> Comment:
+    """A comment by the actor, or, with `author_address`, a customer's comment that came by mail
+    (the actor is then whoever brought it in, such as a mailbox's owner)."""
     access.require(actor, "view", record)
     body = body.strip()
     if not body:
         raise Invalid(fields={"body": "Write a comment first."})
     comment = Comment.objects.create(
-        record=record, author=actor, body=body, created_at=timezone.now()
+        record=record,
+        author=None if author_address else actor,
+        author_address=author_address[:254],
+        body=body,
+        created_at=timezone.now(),
+        via_mail=via_mail,
     )
     _log(record, actor, ChangeLog.Action.COMMENT, {"comment": [None, body[:200]]})
     return comment

@@ -1,0 +1,658 @@
+"""The scan loop: every new message of a mailbox converted once, none lost, none doubled.
+
+ARCHITECTURE.md, "The scan loop", step by step:
+
+1. Take the mailbox's lease (one scan per mailbox across all processes and hosts; a crashed
+   holder's lease runs out). Connect with a socket timeout.
+2. Per selected folder: SELECT; a changed UIDVALIDITY restarts the cursor (RFC 3501 §2.3.1.1);
+   the ledger keeps that from doubling anything. `UID SEARCH UID <last+1>:*` (+ UNSEEN).
+3. Sizes first (RFC822.SIZE): an oversize message is quarantined from its header alone.
+   Bodies in batches with BODY.PEEK[], which does not set \\Seen.
+4. Per message one transaction: the lease is re-checked (fencing: a scan that lost its lease
+   cannot commit), the ledger row, ingest, loop guard, rules, actions. Commit. Only then
+   \\Seen or a move, and then the cursor. A crash between commit and flag leaves the ledger
+   row `after_scan_pending`; the next scan of the folder finishes the job first.
+5. A message whose processing raises is rolled back and quarantined with its bytes and the
+   error; each scan retries it until CONVERTER_MAX_ATTEMPTS, during which the cursor waits
+   for it; then it waits for an administrator's retry and the folder goes on.
+6. The ledger's `acted` row is unique per email identity, so the same email in two folders or
+   two mailboxes runs rules once (PostgreSQL makes the second transaction wait on the unique
+   index, then fail, for a concurrent twin).
+7. Every run writes a ScanRun with counts per outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from crm.email.addresses import normalise_email
+from crm.email.parse import ParsedEmail, identity, parse
+from crm.email.sanitize import html_to_text
+from crm.models import Message, Module, User
+from crm.services import blobs, ingest
+from mailconverter import actions, loops, rules
+from mailconverter.imap import ConnectionSettings, ImapError, Session
+from mailconverter.models import (
+    BlockedSender,
+    Folder,
+    LedgerEntry,
+    Mailbox,
+    MailboxLease,
+    Outcome,
+    QuarantinedMail,
+    Rule,
+    ScanRun,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LeaseLost", "connection_settings", "process", "scan"]
+
+# Outcomes that put the message where processed mail goes, and those for unmatched mail.
+PROCESSED = frozenset(
+    {Outcome.CREATED, Outcome.UPDATED, Outcome.LINKED, Outcome.IGNORED, Outcome.DUPLICATE}
+)
+NOT_CONVERTED = frozenset({Outcome.UNMATCHED, Outcome.LOOP, Outcome.BLOCKED})
+# When several rules apply (stop after match off), the message counts as the strongest.
+_STRENGTH: list[str] = [Outcome.CREATED, Outcome.UPDATED, Outcome.LINKED, Outcome.IGNORED]
+
+SessionFactory = Callable[[ConnectionSettings], Session]
+Progress = Callable[[str, int, int], None]  # folder, done, total
+
+
+class LeaseLost(Exception):
+    """Another scan holds the mailbox now: this one stops without committing anything more."""
+
+
+def connection_settings(mailbox: Mailbox) -> ConnectionSettings:
+    options = mailbox.connection_options or {}
+    return ConnectionSettings(
+        host=mailbox.host,
+        port=mailbox.port,
+        username=mailbox.username,
+        password=mailbox.password,
+        security=mailbox.security,
+        verify_certificate=mailbox.verify_certificate,
+        auth=mailbox.auth,
+        timeout=float(options.get("timeout", settings.CONVERTER_SOCKET_TIMEOUT)),
+        ca_file=str(options.get("ca_file", "")),
+    )
+
+
+# --- the scan ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    mailbox: Mailbox
+    owner: User
+    token: str | None
+    rules: list[rules.Rule]
+    own_addresses: frozenset[str]
+    ticket_prefix: str
+    counts: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    progress: Progress | None = None
+    should_stop: Callable[[], bool] = lambda: False
+    stopped: bool = False
+
+
+def scan(
+    mailbox: Mailbox,
+    *,
+    session_factory: SessionFactory = Session,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ScanRun:
+    """Scan every selected folder of the mailbox once; returns the ScanRun written.
+
+    `should_stop` is asked between messages (a SIGTERM handler sets it): the scan then
+    finishes the message at hand, flags what committed, moves the cursor and ends.
+    """
+    run = ScanRun.objects.create(mailbox=mailbox, started_at=timezone.now())
+    token = _acquire(mailbox)
+    if token is None:
+        run.status = ScanRun.Status.BUSY
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "finished_at"])
+        return run
+    ctx = _context(mailbox, token, progress)
+    if should_stop is not None:
+        ctx.should_stop = should_stop
+    try:
+        with session_factory(connection_settings(mailbox)) as imap:
+            for folder in _folders(mailbox):
+                if ctx.stopped:
+                    break
+                try:
+                    _scan_folder(ctx, imap, folder)
+                except ImapError as exc:
+                    ctx.errors.append(f"{folder.name}: {exc}")
+                    log.warning("scan of %s/%s stopped: %s", mailbox.name, folder.name, exc)
+        run.status = ScanRun.Status.FAILED if ctx.errors else ScanRun.Status.OK
+        if ctx.stopped and not ctx.errors:
+            run.status = ScanRun.Status.STOPPED
+    except (ImapError, LeaseLost) as exc:
+        ctx.errors.append(str(exc))
+        run.status = ScanRun.Status.FAILED
+    except Exception as exc:
+        log.exception("scan of %s failed", mailbox.name)
+        ctx.errors.append(f"{type(exc).__name__}: {exc}")
+        run.status = ScanRun.Status.FAILED
+    finally:
+        _release(mailbox, token)
+        run.finished_at = timezone.now()
+        run.counts = dict(ctx.counts)
+        run.error = "\n".join(ctx.errors)[:10_000]
+        run.save(update_fields=["finished_at", "counts", "error", "status"])
+    return run
+
+
+def _folders(mailbox: Mailbox) -> list[Folder]:
+    """Selected folders; Trash, Drafts and Junk (RFC 6154) never, even if a row says so."""
+    never = Q()
+    for flag in ("\\Trash", "\\Drafts", "\\Junk"):
+        never |= Q(special_use__iexact=flag)
+    return list(mailbox.folders.filter(selected=True, exists_on_server=True).exclude(never))
+
+
+def _context(mailbox: Mailbox, token: str | None, progress: Progress | None) -> _Scan:
+    stored = Rule.objects.filter(mailbox=mailbox, enabled=True).order_by("position", "id")
+    loaded = []
+    for row in stored:
+        try:
+            loaded.append(
+                rules.rule_from_dict(
+                    {
+                        "conditions": row.conditions,
+                        "match": row.match,
+                        "actions": row.actions,
+                        "stop_after_match": row.stop_after_match,
+                        "key": row.pk,
+                        "name": row.name,
+                    }
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("rule %s of %s skipped: %s", row.pk, mailbox.name, exc)
+    # Every mailbox's address, and usernames that are addresses, are the CRM's own.
+    own = {a.lower() for a in Mailbox.objects.values_list("address", flat=True) if a}
+    own |= {u.lower() for u in Mailbox.objects.values_list("username", flat=True) if "@" in u}
+    prefix = Module.objects.filter(name=actions.TICKETS).values_list("number_prefix", flat=True)
+    return _Scan(
+        mailbox=mailbox,
+        owner=mailbox.owner,
+        token=token,
+        rules=loaded,
+        own_addresses=frozenset(own),
+        ticket_prefix=prefix.first() or rules.DEFAULT_TICKET_PREFIX,
+        progress=progress,
+    )
+
+
+def _scan_folder(ctx: _Scan, imap: Session, folder: Folder) -> None:
+    selected = imap.select(folder.name)
+    if folder.uidvalidity != selected.uidvalidity:
+        # RFC 3501 §2.3.1.1: UIDs of another UIDVALIDITY mean nothing; start the cursor over.
+        # Mail seen before is recognised by its identity in the ledger, not by its UID.
+        folder.uidvalidity, folder.last_uid = selected.uidvalidity, 0
+        Folder.objects.filter(pk=folder.pk).update(uidvalidity=selected.uidvalidity, last_uid=0)
+    validity = selected.uidvalidity
+    _after_scan(ctx, imap, folder, validity, _pending(folder, validity))
+
+    uids = imap.new_uids(
+        folder.last_uid, unseen_only=ctx.mailbox.look_for == Mailbox.LookFor.UNSEEN
+    )
+    settled: dict[int, bool] = {}
+    cursor = _Cursor(folder, validity, uids, settled)
+    # A range, not "uid IN (…)": a first scan of a big folder has more UIDs than a query
+    # may carry parameters.
+    known = {
+        e.uid: e
+        for e in LedgerEntry.objects.filter(
+            folder=folder, uidvalidity=validity, uid__gt=folder.last_uid
+        ).only("uid", "outcome", "attempts")
+    }
+    todo = []
+    for uid in uids:
+        entry = known.get(uid)
+        if entry is None or _retry_due(entry):
+            todo.append(uid)
+        else:
+            settled[uid] = True
+    sizes = imap.sizes(todo) if todo else {}
+    limit = settings.CONVERTER_MAX_MESSAGE_BYTES
+    done = 0
+    for uid in todo:
+        if sizes.get(uid, 0) > limit:
+            entry = _oversize(ctx, folder, validity, uid, sizes[uid], imap.header(uid))
+            settled[uid] = True
+            ctx.counts[entry.outcome] += 1
+            done += 1
+    fetchable = [uid for uid in todo if sizes.get(uid, 0) <= limit and uid in sizes]
+    batch: list[LedgerEntry] = []
+    for uid, raw in imap.bodies(
+        fetchable,
+        sizes,
+        batch=settings.CONVERTER_FETCH_BATCH,
+        batch_bytes=settings.CONVERTER_FETCH_BATCH_BYTES,
+    ):
+        entry = process(ctx.mailbox, folder, validity, uid, raw, scan=ctx)
+        ctx.counts[entry.outcome] += 1
+        settled[uid] = entry.outcome != Outcome.FAILED or _parked(entry)
+        if entry.after_scan_pending:
+            batch.append(entry)
+        done += 1
+        if ctx.progress:
+            ctx.progress(folder.name, done, len(todo))
+        if len(batch) >= settings.CONVERTER_FETCH_BATCH:
+            _after_scan(ctx, imap, folder, validity, batch)
+            batch = []
+            cursor.advance()  # a long first scan keeps its place as it goes
+        if ctx.should_stop():
+            ctx.stopped = True
+            break
+    _after_scan(ctx, imap, folder, validity, batch)
+    # Messages that vanished between SEARCH and FETCH (expunged by a user) settle as gone.
+    for uid in todo:
+        settled.setdefault(uid, uid not in sizes)
+    cursor.advance()
+    Folder.objects.filter(pk=folder.pk).update(last_scan_at=timezone.now())
+
+
+def _retry_due(entry: LedgerEntry) -> bool:
+    return entry.outcome == Outcome.FAILED and not _parked(entry)
+
+
+def _parked(entry: LedgerEntry) -> bool:
+    return entry.attempts >= settings.CONVERTER_MAX_ATTEMPTS
+
+
+class _Cursor:
+    """The folder's last UID, moved over the settled prefix of this scan's UIDs (after the
+    flags): a message still being retried holds it, the ledger skips what lies beyond."""
+
+    def __init__(
+        self, folder: Folder, validity: int, uids: Sequence[int], settled: dict[int, bool]
+    ) -> None:
+        self.folder, self.validity, self.uids, self.settled = folder, validity, uids, settled
+        self.position = 0
+
+    def advance(self) -> None:
+        start = self.position
+        while self.position < len(self.uids) and self.settled.get(self.uids[self.position]):
+            self.position += 1
+        if self.position == start:
+            return
+        last = self.uids[self.position - 1]
+        Folder.objects.filter(
+            pk=self.folder.pk, uidvalidity=self.validity, last_uid__lt=last
+        ).update(last_uid=last)
+        self.folder.last_uid = max(self.folder.last_uid, last)
+
+
+# --- one message -------------------------------------------------------------------------------
+
+
+def process(
+    mailbox: Mailbox,
+    folder: Folder,
+    uidvalidity: int,
+    uid: int,
+    raw: bytes,
+    *,
+    scan: _Scan | None = None,
+) -> LedgerEntry:
+    """Convert one message in one transaction; on failure, quarantine it with the error.
+
+    The attempt is counted first, in a transaction of its own: a message that kills the worker
+    (out of memory, a hang ended by SIGKILL) rolls back everything else, yet still uses up an
+    attempt, and after CONVERTER_MAX_ATTEMPTS it waits for an administrator instead of
+    blocking the folder forever. Also the path of an administrator's retry (`scan=None`).
+    """
+    ctx = scan or _context(mailbox, None, None)
+    head = parse(_header_section(raw))
+    key = identity(head, raw)
+    started = _start_attempt(ctx, folder, uidvalidity, uid, key, head, raw)
+    if started.outcome != Outcome.FAILED:
+        return started  # settled meanwhile (a concurrent retry)
+    try:
+        with transaction.atomic():
+            _renew(ctx)
+            entry = LedgerEntry.objects.select_for_update().get(pk=started.pk)
+            if entry.outcome != Outcome.FAILED:
+                return entry
+            entry.rule = None
+            entry.records.clear()
+            _convert(ctx, entry, raw, head, folder)
+            entry.error = ""
+            entry.processed_at = timezone.now()
+            entry.after_scan_pending = _wants_after_scan(ctx.mailbox, entry.outcome)
+            entry.save()
+            QuarantinedMail.objects.filter(entry=entry, resolved_at=None).update(
+                resolved_at=entry.processed_at
+            )
+        return entry
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        log.warning("message %s/%s UID %s quarantined: %r", mailbox.name, folder.name, uid, exc)
+        return _failed(started, raw, exc)
+
+
+def _start_attempt(
+    ctx: _Scan,
+    folder: Folder,
+    uidvalidity: int,
+    uid: int,
+    key: str,
+    head: ParsedEmail,
+    raw: bytes,
+) -> LedgerEntry:
+    """Count the attempt and commit it before any work; a repeat attempt keeps the bytes first."""
+    now = timezone.now()
+    with transaction.atomic():
+        entry, _ = LedgerEntry.objects.select_for_update().get_or_create(
+            mailbox=ctx.mailbox,
+            folder=folder,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            defaults={
+                "identity": key,
+                "outcome": Outcome.FAILED,
+                "sender": _sender(head),
+                "subject": head.subject[:1000],
+                "size": len(raw),
+                "created_at": now,
+            },
+        )
+        if entry.outcome != Outcome.FAILED:
+            return entry
+        entry.attempts += 1
+        entry.error = "Processing started and did not finish (the worker stopped?)."
+        entry.reason = f"attempt {entry.attempts} of {settings.CONVERTER_MAX_ATTEMPTS}"
+        entry.processed_at = now
+        entry.save()
+        if entry.attempts > 1:  # it failed before, perhaps by killing the worker: keep the bytes
+            _quarantine(entry, raw, entry.error)
+    return entry
+
+
+def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, folder: Folder) -> None:
+    sender = entry.sender
+    if sender and BlockedSender.objects.filter(mailbox=ctx.mailbox, address=sender).exists():
+        entry.outcome, entry.reason = Outcome.BLOCKED, f"{sender} is blocked on this mailbox"
+        return
+    automatic = loops.automatic_reason(head, own_addresses=ctx.own_addresses)
+    if automatic:
+        entry.outcome, entry.reason = Outcome.LOOP, automatic[:500]
+        return
+    if not _claim(entry):
+        first = (
+            LedgerEntry.objects.filter(identity=entry.identity, acted=True)
+            .select_related("mailbox", "folder")
+            .first()
+        )
+        where = f"{first.mailbox.name}/{first.folder.name}" if first else "elsewhere"
+        entry.outcome, entry.reason = Outcome.DUPLICATE, f"already converted from {where}"
+        return
+    stored = ingest.store(
+        raw,
+        source=Message.Source.CONVERTER,
+        origin=f"{ctx.mailbox.name}/{folder.name} UID {entry.uid}",
+    )
+    entry.message = stored.message
+    message = stored.message
+    body = message.text_body or (html_to_text(message.html_body) if message.html_body else "")
+    facts = rules.Facts(
+        sender=(message.from_name, message.from_address),
+        to=tuple((a.get("name", ""), a.get("email", "")) for a in message.to),
+        cc=tuple((a.get("name", ""), a.get("email", "")) for a in message.cc),
+        subject=message.subject,
+        body=body,
+        folder=folder.name,
+        ticket_prefix=ctx.ticket_prefix,
+    )
+    reasons: list[str] = []
+    results: list[actions.ActionResult] = []
+    for found in rules.matching_rules(ctx.rules, facts):
+        mail = actions.MailContext(
+            mailbox=ctx.mailbox,
+            owner=ctx.owner,
+            message=message,
+            body=body,
+            own_addresses=ctx.own_addresses,
+            capture=found.capture,
+        )
+        deciding, *rest = found.rule.actions or ({"type": "nothing"},)
+        result = actions.run(deciding, mail)
+        if not result.ok:
+            # The first action decides whether the rule applies: "update, else create" works
+            # by order.
+            reasons.append(f"{found.rule.name or 'rule ' + str(found.rule.key)}: {result.reason}")
+            continue
+        results.append(result)
+        for action in rest:
+            extra = actions.run(action, mail)
+            if extra.ok:
+                results.append(extra)
+            elif extra.reason:
+                reasons.append(extra.reason)
+        if entry.rule_id is None:
+            entry.rule_id = found.rule.key
+        if found.rule.stop_after_match:
+            break
+    if not results:
+        entry.outcome = Outcome.UNMATCHED
+        entry.reason = ("; ".join(reasons) or "no rule matched")[:500]
+        return
+    entry.outcome = min((r.outcome for r in results), key=_STRENGTH.index)
+    entry.reason = "; ".join(r.reason for r in results if r.reason)[:500]
+    entry.save()
+    entry.records.add(*{r.pk: r for result in results for r in result.records}.values())
+
+
+def _claim(entry: LedgerEntry) -> bool:
+    """Make this row the one that acts on its email; False when another row already did."""
+    try:
+        with transaction.atomic():
+            LedgerEntry.objects.filter(pk=entry.pk).update(acted=True)
+    except IntegrityError:
+        return False
+    entry.acted = True
+    return True
+
+
+def _failed(entry: LedgerEntry, raw: bytes, exc: BaseException) -> LedgerEntry:
+    """Keep the bytes and the error. Nothing else of the message remains (rolled back)."""
+    error = f"{type(exc).__name__}: {exc}"[:10_000]
+    with transaction.atomic():
+        entry = LedgerEntry.objects.select_for_update().get(pk=entry.pk)
+        entry.outcome = Outcome.FAILED
+        entry.error = error
+        entry.reason = (
+            "waiting for an administrator's retry"
+            if _parked(entry)
+            else f"attempt {entry.attempts} of {settings.CONVERTER_MAX_ATTEMPTS} failed"
+        )
+        entry.after_scan_pending = False
+        entry.processed_at = timezone.now()
+        entry.save()
+        _quarantine(entry, raw, error)
+    return entry
+
+
+def _quarantine(entry: LedgerEntry, raw: bytes, error: str) -> None:
+    name, sha = blobs.put(raw, kind="quarantine")
+    now = timezone.now()
+    values = {
+        "kind": QuarantinedMail.Kind.ERROR,
+        "raw": name,
+        "raw_sha256": sha,
+        "size": len(raw),
+        "error": error,
+        "updated_at": now,
+    }
+    QuarantinedMail.objects.update_or_create(
+        entry=entry,
+        defaults={**values, "resolved_at": None},
+        create_defaults={**values, "created_at": now},
+    )
+
+
+def _oversize(
+    ctx: _Scan, folder: Folder, uidvalidity: int, uid: int, size: int, header: bytes
+) -> LedgerEntry:
+    """Record a message over the size limit from its header alone; it stays unread."""
+    head = parse(header)
+    # Without the body there is no raw-bytes identity: the header stands in for it.
+    key = identity(head, header)
+    limit = settings.CONVERTER_MAX_MESSAGE_BYTES
+    reason = f"{size} bytes, over the limit of {limit} (CONVERTER_MAX_MESSAGE_BYTES)"
+    name, sha = blobs.put(header, kind="quarantine")
+    now = timezone.now()
+    with transaction.atomic():
+        _renew(ctx)
+        entry, _ = LedgerEntry.objects.update_or_create(
+            mailbox=ctx.mailbox,
+            folder=folder,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            defaults={"outcome": Outcome.OVERSIZE, "reason": reason, "processed_at": now},
+            create_defaults={
+                "identity": key,
+                "outcome": Outcome.OVERSIZE,
+                "reason": reason,
+                "sender": _sender(head),
+                "subject": head.subject[:1000],
+                "size": size,
+                "created_at": now,
+                "processed_at": now,
+            },
+        )
+        QuarantinedMail.objects.update_or_create(
+            entry=entry,
+            defaults={"updated_at": now, "error": reason},
+            create_defaults={
+                "kind": QuarantinedMail.Kind.OVERSIZE,
+                "raw": name,
+                "raw_sha256": sha,
+                "size": len(header),
+                "error": reason,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+    return entry
+
+
+# --- after the commit: \Seen or a move ---------------------------------------------------------
+
+
+def _wants_after_scan(mailbox: Mailbox, outcome: str) -> bool:
+    if mailbox.after_scan == Mailbox.AfterScan.MARK_READ:
+        return outcome in PROCESSED or outcome in NOT_CONVERTED
+    if mailbox.after_scan == Mailbox.AfterScan.MOVE:
+        return bool(_move_target(mailbox, outcome))
+    return False
+
+
+def _move_target(mailbox: Mailbox, outcome: str) -> str:
+    if outcome in PROCESSED:
+        return mailbox.processed_folder
+    if outcome in NOT_CONVERTED:
+        return mailbox.unmatched_folder
+    return ""
+
+
+def _pending(folder: Folder, validity: int) -> list[LedgerEntry]:
+    return list(
+        LedgerEntry.objects.filter(folder=folder, uidvalidity=validity, after_scan_pending=True)
+    )
+
+
+def _after_scan(
+    ctx: _Scan, imap: Session, folder: Folder, validity: int, entries: Iterable[LedgerEntry]
+) -> None:
+    """Flag or move committed messages; only then is the ledger told it is done."""
+    entries = [e for e in entries if e.uidvalidity == validity]
+    if not entries:
+        return
+    mailbox = ctx.mailbox
+    if mailbox.after_scan == Mailbox.AfterScan.MARK_READ:
+        imap.mark_seen(e.uid for e in entries)
+    elif mailbox.after_scan == Mailbox.AfterScan.MOVE:
+        by_target: dict[str, list[int]] = {}
+        for e in entries:
+            target = _move_target(mailbox, e.outcome)
+            if target and target != folder.name:
+                by_target.setdefault(target, []).append(e.uid)
+        for target, uids in by_target.items():
+            imap.move(uids, target)
+    LedgerEntry.objects.filter(pk__in=[e.pk for e in entries]).update(after_scan_pending=False)
+
+
+# --- the lease ---------------------------------------------------------------------------------
+
+
+def _acquire(mailbox: Mailbox) -> str | None:
+    """Take the mailbox's lease, or None when a live scan holds it."""
+    MailboxLease.objects.get_or_create(mailbox=mailbox)
+    token = secrets.token_hex(16)
+    now = timezone.now()
+    taken = MailboxLease.objects.filter(
+        Q(expires_at__isnull=True) | Q(expires_at__lt=now), mailbox=mailbox
+    ).update(token=token, holder=_holder(), expires_at=now + _lease_time())
+    return token if taken else None
+
+
+def _renew(ctx: _Scan) -> None:
+    """Inside a message's transaction: commit only while this scan still holds the lease."""
+    if ctx.token is None:
+        return
+    kept = MailboxLease.objects.filter(mailbox=ctx.mailbox, token=ctx.token).update(
+        expires_at=timezone.now() + _lease_time()
+    )
+    if not kept:
+        raise LeaseLost(f"the lease on {ctx.mailbox.name} was taken over by another scan")
+
+
+def _release(mailbox: Mailbox, token: str) -> None:
+    MailboxLease.objects.filter(mailbox=mailbox, token=token).update(
+        token="", holder="", expires_at=None
+    )
+
+
+def _lease_time() -> timedelta:
+    return timedelta(seconds=settings.CONVERTER_LEASE_SECONDS)
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()} pid {os.getpid()}"[:255]
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _header_section(raw: bytes) -> bytes:
+    """The header block (up to the first empty line): enough for identity and the loop guard."""
+    cut = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return raw[: min(cut) + 2] if cut else raw
+
+
+def _sender(head: ParsedEmail) -> str:
+    if head.from_ is None:
+        return ""
+    return (normalise_email(head.from_.email) or head.from_.email)[:320]

@@ -1,0 +1,106 @@
+"""Two workers at once, on PostgreSQL: one scan per mailbox, one ticket per email."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+
+from crm.models import Message, Record
+from mailconverter import scanner
+from mailconverter.models import LedgerEntry, Mailbox, ScanRun
+from tests.conftest import Org
+from tests.mailconverter.conftest import Account, Dovecot
+from tests.mailconverter.helpers import mail
+from tests.mailconverter.test_scanner import make_mailbox
+
+pytestmark = [
+    pytest.mark.imap,
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+EMAILS = 12
+
+
+def _emails() -> list[bytes]:
+    return [
+        mail("customer_question.eml").replace(b"question-1@", f"c{i}@".encode())
+        for i in range(EMAILS)
+    ]
+
+
+def _in_threads(*targets: Callable[[], ScanRun]) -> list[ScanRun]:
+    results: list[ScanRun] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(targets))
+
+    def run(target: Callable[[], ScanRun]) -> None:
+        try:
+            start.wait()
+            results.append(target())
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    return results
+
+
+@pytest.fixture
+def _postgres_only(settings: Any) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrency needs PostgreSQL (set DATABASE_URL)")
+    settings.CONVERTER_SENDER_TICKET_LIMIT = 100  # every test email comes from one sender
+
+
+@pytest.mark.usefixtures("_postgres_only")
+def test_two_workers_on_one_mailbox_never_overlap_and_never_double(
+    account: Account, org: Org
+) -> None:
+    for raw in _emails():
+        account.deliver(raw)
+    mailbox = make_mailbox(account, org.admin)
+    runs = _in_threads(
+        lambda: scanner.scan(Mailbox.objects.get(pk=mailbox.pk)),
+        lambda: scanner.scan(Mailbox.objects.get(pk=mailbox.pk)),
+    )
+    statuses = sorted(r.status for r in runs)
+    assert statuses in (["busy", "ok"], ["ok", "ok"])  # the second may start after the first
+    assert Record.objects.filter(module__name="Tickets").count() == EMAILS
+    assert LedgerEntry.objects.count() == EMAILS
+    assert all(f == {b"\\Seen"} for f in account.flags().values())
+
+
+@pytest.mark.usefixtures("_postgres_only")
+def test_the_same_mail_in_two_mailboxes_scanned_at_once_makes_one_ticket_each(
+    account: Account, dovecot: Dovecot, org: Org
+) -> None:
+    other = dovecot.add_account()
+    emails = _emails()
+    # Opposite orders, so the two scans meet in the middle and race for the same emails.
+    for raw in emails:
+        account.deliver(raw)
+    for raw in reversed(emails):
+        other.deliver(raw)
+    first = make_mailbox(account, org.admin)
+    second = make_mailbox(other, org.admin, name="sales")
+    runs = _in_threads(
+        lambda: scanner.scan(Mailbox.objects.get(pk=first.pk)),
+        lambda: scanner.scan(Mailbox.objects.get(pk=second.pk)),
+    )
+    assert all(r.status == "ok" for r in runs), [r.error for r in runs]
+    counts = [r.counts for r in runs]
+    assert sum(c.get("created", 0) for c in counts) == EMAILS
+    assert sum(c.get("duplicate", 0) for c in counts) == EMAILS
+    assert Record.objects.filter(module__name="Tickets").count() == EMAILS
+    assert Message.objects.count() == EMAILS
