@@ -498,11 +498,6 @@ def is_locked_out(request: Request | HttpRequest, credentials: dict[str, Any]) -
     return not AxesProxyHandler.is_allowed(_http(request), credentials)
 
 
-# The names mailconnector/sso.py first used; kept until it moves to the public ones.
-_is_locked = is_locked_out
-_locked_out = lockout_error
-
-
 def _complete_login(user: User, http: HttpRequest) -> dict[str, Any]:
     # Django's user_logged_in signal is for cookie sessions (axes would create one on an API
     # call), so its two useful effects are done here: reset axes' count, note the login.

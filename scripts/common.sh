@@ -14,7 +14,9 @@ ensure_venv() {
     local stamp=".venv/.installed-$extras"
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         echo "== Installing Python dependencies ($extras)"
-        .venv/bin/pip install --quiet --disable-pip-version-check -e ".[$extras]"
+        # This machine's pip config names local indexes that may be absent: hide that noise.
+        .venv/bin/pip install --quiet --disable-pip-version-check -e ".[$extras]" 2>&1 \
+            | { grep -v "^WARNING: Location" || true; }
         touch "$stamp"
     fi
 }

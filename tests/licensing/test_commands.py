@@ -232,3 +232,21 @@ def test_activate_refuses_bad_arguments(
 def test_activate_needs_an_administrator(trusted: Path) -> None:
     with pytest.raises(CommandError, match="No active administrator"):
         _run("license_activate", _issue(trusted))
+
+
+@pytest.mark.django_db
+def test_enable_gives_seats_to_named_users_and_refuses_past_the_limit(
+    org: Org, vendor: Vendor
+) -> None:
+    from licensing import services
+
+    services.activate(actor=org.admin, key=vendor.key(users=2))
+    out = io.StringIO()
+    call_command("license_enable", "alice", "bob", stdout=out)
+    assert "alice, bob" in out.getvalue()
+    assert services.status(org.alice).active
+    with pytest.raises(CommandError, match="Not enabled"):
+        call_command("license_enable", "charlie", stdout=io.StringIO())
+    assert not services.status(org.charlie).active
+    with pytest.raises(CommandError, match="No active user nobody"):
+        call_command("license_enable", "nobody", stdout=io.StringIO())
