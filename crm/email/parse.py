@@ -26,6 +26,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import binascii
 import codecs
 import hashlib
 import mimetypes
@@ -35,12 +36,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email import errors
+from email.feedparser import BytesFeedParser
 from email.generator import BytesGenerator
 from email.header import decode_header
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
 from email.policy import EmailPolicy
 from email.utils import getaddresses
+from functools import lru_cache
 from io import BytesIO
 from typing import Any, cast
 from urllib.parse import unquote
@@ -179,12 +181,21 @@ def identity(parsed: ParsedEmail, raw: bytes) -> str:
 
 
 class _BoundedPolicy(EmailPolicy):
-    """`email.policy.default` with header values cut to a size its parsers handle fast."""
+    """`email.policy.default` with header values cut to a size its parsers handle fast.
+
+    A part's Content-Type is fetched about ten times during a parse; header objects are
+    immutable, so each (name, value) is parsed once (measured: a quarter of parse time).
+    """
 
     def header_fetch_parse(self, name: str, value: str) -> Any:
-        if not hasattr(value, "name"):
-            value = value[: _header_limit(name)]
-        return super().header_fetch_parse(name, value)
+        if hasattr(value, "name"):
+            return super().header_fetch_parse(name, value)
+        return _parsed_header(self, name, value[: _header_limit(name)])
+
+
+@lru_cache(maxsize=256)
+def _parsed_header(policy: EmailPolicy, name: str, value: str) -> Any:
+    return EmailPolicy.header_fetch_parse(policy, name, value)
 
 
 def _header_limit(name: str) -> int:
@@ -330,9 +341,22 @@ def _build(msg: EmailMessage, ctx: _Context, *, with_body: bool) -> ParsedEmail:
 
 
 def _read(data: bytes, *, headersonly: bool = False) -> EmailMessage:
-    msg = BytesParser(policy=_POLICY).parsebytes(data, headersonly=headersonly)
+    """Parse without `BytesParser.parsebytes`' two whole-message copies.
+
+    parsebytes decodes the bytes into one str and reads it through a StringIO: five bytes of
+    memory per input byte before parsing starts. The feed parser takes slices just as well.
+    """
+    parser = BytesFeedParser(policy=_POLICY)
+    if headersonly:
+        parser._set_headersonly()  # type: ignore[attr-defined]
+    view = memoryview(data)
+    for start in range(0, len(data), _FEED_SLICE):
+        parser.feed(bytes(view[start : start + _FEED_SLICE]))
     # The policy's message_factory is EmailMessage; typeshed only knows Message.
-    return cast(EmailMessage, msg)
+    return cast(EmailMessage, parser.close())
+
+
+_FEED_SLICE = 65_536
 
 
 _DELIMITER_LINE = re.compile(r"\s*--([^\s\"]{1,70})[ \t]*\r?\n")
@@ -555,7 +579,13 @@ def _date_header(headers: _Headers, ctx: _Context) -> datetime | None:
         return None
     # RFC 5322 §3.3: "-0000" means UTC with the sender's local offset unknown; the stdlib
     # returns a naive datetime for it.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    value = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    try:
+        value.astimezone(UTC)
+    except OverflowError:  # past 9999-12-31 in UTC: no datetime holds it, no reader of the row
+        ctx.defects.add(f"Date header {_scrub(raw.strip()[:80])!r} is out of range")
+        return None
+    return value
 
 
 def _message_ids(value: str | None) -> tuple[str, ...]:
@@ -628,13 +658,41 @@ def _part_text(part: Message, where: str, ctx: _Context) -> str:
     return _scrub(text.replace("\r\n", "\n"), where, ctx)
 
 
+_CLEAN_BASE64 = re.compile(r"[A-Za-z0-9+/\r\n]*(?:=[\r\n]*){0,2}")
+
+
 def _payload(part: Message, where: str, ctx: _Context) -> bytes:
+    clean = _clean_base64(part)
+    if clean is not None:
+        return clean
     try:
         data = part.get_payload(decode=True)
     except Exception as exc:
         ctx.defects.add(f"{where}: content could not be decoded ({_exc_text(exc)})")
         return b""
     return data if isinstance(data, bytes) else b""
+
+
+def _clean_base64(part: Message) -> bytes | None:
+    """Well-formed base64 decoded straight from the parsed text, or None to take the stdlib way.
+
+    get_payload(decode=True) copies the text, encodes it, splits it into lines and joins them
+    before decoding: 4.4 bytes of memory per byte of a large attachment. Anything but clean
+    base64 goes the stdlib way, with the same results and defects.
+    """
+    payload = part._payload  # type: ignore[attr-defined]  # get_payload() would copy it
+    if not (
+        isinstance(payload, str)
+        and payload.isascii()
+        and str(part.get("content-transfer-encoding", "")).lower() == "base64"
+        and _CLEAN_BASE64.fullmatch(payload)
+        and (len(payload) - payload.count("\r") - payload.count("\n")) % 4 == 0
+    ):
+        return None
+    try:
+        return binascii.a2b_base64(payload)
+    except (binascii.Error, ValueError):
+        return None
 
 
 # --------------------------------------------------------------------------------------

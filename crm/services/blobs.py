@@ -20,10 +20,14 @@ def put(data: bytes, *, kind: str) -> tuple[str, str]:
     """Store `data` once; returns (storage name, sha256). Safe to call concurrently."""
     sha256 = hashlib.sha256(data).hexdigest()
     name = name_for(sha256, kind)
-    if not default_storage.exists(name):
-        # ContentFile wraps the bytes without copying; storage writes them in chunks.
-        # If another process wins the race, storage picks another name for the same bytes.
-        name = default_storage.save(name, ContentFile(data))
+    if default_storage.exists(name):
+        if default_storage.size(name) == len(data):
+            return name, sha256
+        # A write cut short (process killed, disk full) left a truncated file: replace it.
+        default_storage.delete(name)
+    # ContentFile wraps the bytes without copying; storage writes them in chunks.
+    # If another process wins the race, storage picks another name for the same bytes.
+    name = default_storage.save(name, ContentFile(data))
     return name, sha256
 
 
