@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/addin/v1/", include("mailconnector.api.urls")),
     path("settings/mail-connector/", include("licensing.web.urls")),
     path("account/", include("mailconnector.web.urls")),
+    path("addin/", include("mailconnector.addin_urls")),
     path("", include("crm.web.urls")),
 ]
 

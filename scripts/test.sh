@@ -4,7 +4,7 @@
 # loopback. Extra arguments go to pytest.
 source "$(dirname "$0")/common.sh"
 
-apt_install postgresql redis-server chromium dovecot-imapd
+apt_install postgresql redis-server chromium dovecot-imapd nodejs
 
 start_postgres() {
     pg_isready -q -h 127.0.0.1 -p 5432 && return
@@ -47,6 +47,9 @@ run_pytest() {
     if [ "$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; return 1; fi
     return "$rc"
 }
+
+echo "== The add-in's task pane logic (node's test runner)"
+node --test mailconnector/addin/tests/*.test.mjs
 
 echo "== Tests on PostgreSQL"
 run_pytest "$@"
