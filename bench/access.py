@@ -417,7 +417,7 @@ def build_profiles() -> dict[str, Profile]:
             ModulePermission(
                 profile=profile,
                 module=modules[module],
-                **{a: a in actions.split() for a in ("view", "create", "edit", "delete")},
+                **ModulePermission.flags(actions.split()),
             )
             for module, actions in grants.items()
         )

@@ -52,7 +52,7 @@ class UserAdmin(SuperuserOnly, BaseUserAdmin):
     list_display = ("username", "first_name", "last_name", "email", "role", "is_active")
     list_filter = ("is_active", "is_superuser", "role")
     fieldsets = (
-        *BaseUserAdmin.fieldsets[:2],  # type: ignore[misc]
+        *(BaseUserAdmin.fieldsets or ())[:2],
         ("CRM access", {"fields": ("role", "is_active", "is_staff", "is_superuser")}),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
     )

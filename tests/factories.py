@@ -62,7 +62,7 @@ def grant(profile: Profile, module: Module | str, actions: str = "view create ed
     ModulePermission.objects.update_or_create(
         profile=profile,
         module=module,
-        defaults={a: a in wanted for a in ("view", "create", "edit", "delete")} | {"visible": True},
+        defaults=ModulePermission.flags(wanted) | {"visible": True},
     )
 
 

@@ -194,8 +194,8 @@ class _BoundedPolicy(EmailPolicy):
 
 
 @lru_cache(maxsize=256)
-def _parsed_header(policy: EmailPolicy, name: str, value: str) -> Any:
-    return EmailPolicy.header_fetch_parse(policy, name, value)
+def _parsed_header(policy: _BoundedPolicy, name: str, value: str) -> Any:
+    return super(_BoundedPolicy, policy).header_fetch_parse(name, value)
 
 
 def _header_limit(name: str) -> int:

@@ -130,6 +130,7 @@ def sanitize_html(
         return SanitizedHtml(html=f"<pre>{escape(_flat_text(html))}</pre>", blocked_remote_images=0)
     # Blocked images are marked with a per-call random scheme and rewritten after nh3 has
     # serialised the document: the marker cannot be forged by the message itself.
+    html = _encodable(html)
     marker = f"x-blocked-{secrets.token_hex(8)}:"
 
     def attribute_filter(tag: str, attribute: str, value: str) -> str | None:
@@ -163,6 +164,11 @@ def sanitize_html(
             needle, f' src="{escape(placeholder_src, quote=True)}" data-blocked-src="'
         )
     return SanitizedHtml(html=cleaned, blocked_remote_images=blocked)
+
+
+def _encodable(text: str) -> str:
+    """Lone surrogates (from undecodable bytes) cannot cross into nh3: replace them."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _scheme(url: str) -> str:
@@ -218,6 +224,7 @@ def html_to_text(html: str) -> str:
     nh3 first reduces the markup to well-formed block elements (html5ever handles any
     input in linear time), then a small HTMLParser lays the text out.
     """
+    html = _encodable(html)
     if _too_deep(html):
         return _flat_text(html)
     reduced = nh3.clean(

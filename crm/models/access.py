@@ -5,9 +5,13 @@ Only `crm.access` reads these to decide access; see ARCHITECTURE.md, "Permission
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from crm.models.modules import Field, Module
 
@@ -20,7 +24,10 @@ class Role(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
     path = models.CharField(max_length=500, db_index=True, editable=False, default="")
-    profiles = models.ManyToManyField("Profile", related_name="roles", blank=True)
+    # Through model: Django's implicit Role_profiles (which the stubs cannot name here).
+    profiles: models.ManyToManyField[Profile, Any] = models.ManyToManyField(
+        "Profile", related_name="roles", blank=True
+    )
 
     class Meta:
         ordering = ["path"]
@@ -38,7 +45,11 @@ class User(AbstractUser):
         Role, null=True, blank=True, on_delete=models.PROTECT, related_name="users"
     )
 
-    class Meta(AbstractUser.Meta):
+    # AbstractUser.Meta, restated: the stubs do not declare it, so it cannot be subclassed.
+    class Meta:
+        verbose_name = _("user")
+        verbose_name_plural = _("users")
+        abstract = False
         swappable = "AUTH_USER_MODEL"
 
     def __str__(self) -> str:
@@ -67,10 +78,11 @@ class ModulePermission(models.Model):
     profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="module_perms")
     module = models.ForeignKey(Module, on_delete=models.CASCADE, related_name="+")
     visible = models.BooleanField(default=True)
-    view = models.BooleanField(default=True)
-    create = models.BooleanField(default=True)
-    edit = models.BooleanField(default=True)
-    delete = models.BooleanField(default=True)
+    # "can_" keeps "delete" from shadowing Model.delete (the admin deletes inline rows with it).
+    can_view = models.BooleanField("view", default=True)
+    can_create = models.BooleanField("create", default=True)
+    can_edit = models.BooleanField("edit", default=True)
+    can_delete = models.BooleanField("delete", default=True)
 
     class Meta:
         constraints = [
@@ -79,6 +91,15 @@ class ModulePermission(models.Model):
 
     def __str__(self) -> str:
         return f"{self.profile} / {self.module}"
+
+    def allows(self, action: str) -> bool:
+        return bool(getattr(self, f"can_{action}"))
+
+    @staticmethod
+    def flags(actions: Iterable[str]) -> dict[str, bool]:
+        """Field values granting exactly `actions` (view, create, edit, delete)."""
+        wanted = set(actions)
+        return {f"can_{a}": a in wanted for a in ("view", "create", "edit", "delete")}
 
 
 class FieldPermission(models.Model):

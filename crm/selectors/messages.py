@@ -15,7 +15,7 @@ from crm.exceptions import NotFound
 from crm.models import Attachment, Document, Message, Record
 
 
-def record_messages(user: access.Actor, record: Record, *, page: object = 1) -> Page:
+def record_messages(user: access.Actor, record: Record, *, page: int | str | None = 1) -> Page:
     access.require(user, "view", record)
     qs = (
         Message.objects.filter(links__record=record)

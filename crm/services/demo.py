@@ -268,7 +268,7 @@ def _actions(words: str) -> dict[str, bool]:
         raise Invalid(
             f"The demo names unknown actions: {', '.join(sorted(wanted - set(ACTIONS)))}."
         )
-    return {a: a in wanted for a in ACTIONS}
+    return ModulePermission.flags(wanted)
 
 
 def _field(dotted: str) -> Field:

@@ -42,8 +42,10 @@ def serve(storage_name: str, *, filename: str, content_type: str, inline: bool) 
         content_type = "application/octet-stream"
     inline = inline and content_type in INLINE_IMAGES
     response = FileResponse(default_storage.open(storage_name, "rb"), content_type=content_type)
-    response["Content-Disposition"] = content_disposition_header(
-        as_attachment=not inline, filename=safe_filename(filename)
+    # Never None: safe_filename() always returns a name.
+    response["Content-Disposition"] = (
+        content_disposition_header(as_attachment=not inline, filename=safe_filename(filename))
+        or "attachment"
     )
     response["X-Content-Type-Options"] = "nosniff"
     # Even if a browser decided to render it, nothing in it may run or load.

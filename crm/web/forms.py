@@ -24,7 +24,7 @@ _WIDGETS: dict[str, type[forms.Field]] = {
     FieldType.REFERENCE: forms.ChoiceField,
     FieldType.BOOLEAN: forms.BooleanField,
 }
-_INPUT_TYPES = {
+_INPUT_TYPES: dict[str, str] = {
     FieldType.EMAIL: "email",
     FieldType.PHONE: "tel",
     FieldType.URL: "url",

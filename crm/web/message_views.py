@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core import signing
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_sameorigin
@@ -82,7 +82,7 @@ def message_body(request: HttpRequest, module: str, pk: int, message_id: int) ->
 
 
 @login_required
-def message_raw(request: HttpRequest, module: str, pk: int, message_id: int) -> HttpResponse:
+def message_raw(request: HttpRequest, module: str, pk: int, message_id: int) -> FileResponse:
     record = _record(request, module, pk)
     message = message_selectors.record_message(request.user, record, message_id)
     return downloads.serve(
@@ -96,7 +96,7 @@ def message_raw(request: HttpRequest, module: str, pk: int, message_id: int) -> 
 @login_required
 def attachment_download(
     request: HttpRequest, module: str, pk: int, message_id: int, attachment_id: int
-) -> HttpResponse:
+) -> FileResponse:
     record = _record(request, module, pk)
     message = message_selectors.record_message(request.user, record, message_id)
     attachment = message_selectors.message_attachment(message, attachment_id)
@@ -116,7 +116,7 @@ def part_url(attachment: Attachment) -> str:
     return reverse("crm:inline_part", args=[_PART_SIGNER.sign_object(attachment.pk)])
 
 
-def inline_part(request: HttpRequest, token: str) -> HttpResponse:
+def inline_part(request: HttpRequest, token: str) -> FileResponse:
     """An inline image of an email, by a signed, short-lived token (see the module docstring)."""
     try:
         attachment_id = _PART_SIGNER.unsign_object(token, max_age=PART_MAX_AGE)
@@ -134,7 +134,7 @@ def inline_part(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @login_required
-def document_download(request: HttpRequest, module: str, pk: int, document_id: int) -> HttpResponse:
+def document_download(request: HttpRequest, module: str, pk: int, document_id: int) -> FileResponse:
     record = _record(request, module, pk)
     document = message_selectors.record_document(request.user, record, document_id)
     return downloads.serve(
@@ -148,7 +148,7 @@ def document_download(request: HttpRequest, module: str, pk: int, document_id: i
 @login_required
 def document_thumbnail(
     request: HttpRequest, module: str, pk: int, document_id: int
-) -> HttpResponse:
+) -> FileResponse:
     record = _record(request, module, pk)
     document = message_selectors.record_document(request.user, record, document_id)
     if not document.thumbnail:

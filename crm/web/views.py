@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
@@ -18,6 +18,7 @@ from crm.selectors import messages as message_selectors
 from crm.selectors import records as selectors
 from crm.services import records as record_service
 from crm.web.forms import RecordForm
+from crm.web.http import AuthedRequest
 
 TABS = ("messages", "documents", "comments", "history")
 # List columns show plain values; a reference holds a record id and long text does not fit a cell.
@@ -25,7 +26,7 @@ _NOT_COLUMNS = {FieldType.REFERENCE, FieldType.TEXTAREA}
 
 
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AuthedRequest) -> HttpResponse:
     return render(
         request,
         "crm/home.html",
@@ -34,7 +35,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def record_list(request: HttpRequest, module: str) -> HttpResponse:
+def record_list(request: AuthedRequest, module: str) -> HttpResponse:
     mod = selectors.visible_module(request.user, module)
     q = request.GET.get("q", "")
     sort = request.GET.get("sort", "modified")
@@ -69,7 +70,7 @@ def record_list(request: HttpRequest, module: str) -> HttpResponse:
 
 
 @login_required
-def record_detail(request: HttpRequest, module: str, pk: int) -> HttpResponse:
+def record_detail(request: AuthedRequest, module: str, pk: int) -> HttpResponse:
     mod = selectors.visible_module(request.user, module)
     record = access.get_record(request.user, mod, pk)
     return render(
@@ -88,7 +89,7 @@ def record_detail(request: HttpRequest, module: str, pk: int) -> HttpResponse:
 
 
 @login_required
-def record_tab(request: HttpRequest, module: str, pk: int, tab: str) -> HttpResponse:
+def record_tab(request: AuthedRequest, module: str, pk: int, tab: str) -> HttpResponse:
     mod = selectors.visible_module(request.user, module)
     record = access.get_record(request.user, mod, pk)
     if tab not in TABS:
@@ -108,7 +109,7 @@ def record_tab(request: HttpRequest, module: str, pk: int, tab: str) -> HttpResp
 
 
 @login_required
-def record_create(request: HttpRequest, module: str) -> HttpResponse:
+def record_create(request: AuthedRequest, module: str) -> HttpResponse:
     mod = selectors.visible_module(request.user, module)
     access.require_create(request.user, mod)
     form = RecordForm(request.user, mod, data=request.POST or None)
@@ -126,7 +127,7 @@ def record_create(request: HttpRequest, module: str) -> HttpResponse:
 
 
 @login_required
-def record_edit(request: HttpRequest, module: str, pk: int) -> HttpResponse:
+def record_edit(request: AuthedRequest, module: str, pk: int) -> HttpResponse:
     mod = selectors.visible_module(request.user, module)
     record = access.get_record(request.user, mod, pk, "edit")
     form = RecordForm(request.user, mod, record, data=request.POST or None)
@@ -145,7 +146,7 @@ def record_edit(request: HttpRequest, module: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def record_delete(request: HttpRequest, module: str, pk: int) -> HttpResponse:
+def record_delete(request: AuthedRequest, module: str, pk: int) -> HttpResponse:
     mod = selectors.visible_module(request.user, module)
     record = access.get_record(request.user, mod, pk)
     record_service.delete(actor=request.user, record=record)
@@ -155,7 +156,7 @@ def record_delete(request: HttpRequest, module: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def comment_add(request: HttpRequest, module: str, pk: int) -> HttpResponse:
+def comment_add(request: AuthedRequest, module: str, pk: int) -> HttpResponse:
     mod = selectors.visible_module(request.user, module)
     record = access.get_record(request.user, mod, pk)
     try:
@@ -169,7 +170,7 @@ def comment_add(request: HttpRequest, module: str, pk: int) -> HttpResponse:
 
 
 @login_required
-def recycle_bin(request: HttpRequest) -> HttpResponse:
+def recycle_bin(request: AuthedRequest) -> HttpResponse:
     return render(
         request, "crm/recycle_bin.html", {"sections": selectors.recycle_bin(request.user)}
     )
@@ -177,7 +178,7 @@ def recycle_bin(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def record_restore(request: HttpRequest, pk: int) -> HttpResponse:
+def record_restore(request: AuthedRequest, pk: int) -> HttpResponse:
     record = selectors.deleted_record(request.user, pk)
     record_service.restore(actor=request.user, record=record)
     messages.success(request, f"{record.number} restored.")
@@ -186,7 +187,7 @@ def record_restore(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def record_purge(request: HttpRequest, pk: int) -> HttpResponse:
+def record_purge(request: AuthedRequest, pk: int) -> HttpResponse:
     record = selectors.deleted_record(request.user, pk)
     number = record.number
     record_service.purge(actor=request.user, record=record)

@@ -124,7 +124,7 @@ def _build(spec: Spec) -> tuple[list[User], list[Record]]:
             ModulePermission.objects.create(
                 profile=profile,
                 module=Module.objects.get(name=module_name),
-                **{a: a in actions for a in ("view", "create", "edit", "delete")},
+                **ModulePermission.flags(actions),
             )
         profiles.append(profile)
     for role, ixs in zip(roles, spec.role_profiles, strict=True):
@@ -221,7 +221,7 @@ def expected(user: User, action: str, record: Record) -> bool:
     perms = ModulePermission.objects.filter(
         profile__in=profiles, module=record.module_id, visible=True
     )
-    granted = {a for p in perms for a in ACTIONS if getattr(p, a)}
+    granted = {a for p in perms for a in ACTIONS if getattr(p, f"can_{a}")}
     if "view" not in granted or action not in granted:
         return False
     if any(p.edit_all for p in profiles) or (
