@@ -201,6 +201,27 @@ def visible_fields(user: Actor, module: Module) -> list[FieldAccess]:
     ]
 
 
+def can_see_message(user: Actor, message: Any) -> bool:
+    """An email is seen through the records it is linked to."""
+    from crm.models import Record
+
+    linked = Record.objects.filter(message_links__message=message, deleted_at=None)
+    return any(can(user, "view", record) for record in linked)
+
+
+def visible_email_fields(user: Actor, modules: list[Module]) -> list[int]:
+    """Ids of the email fields the user may see in these modules: the address index may be
+    matched or searched only through them, or a hidden address could be confirmed."""
+    from crm.models.modules import FieldType
+
+    return [
+        fa.field.pk
+        for module in modules
+        for fa in visible_fields(user, module)
+        if fa.field.type == FieldType.EMAIL
+    ]
+
+
 # --- Scope: the one decision both records() and can() use ----------------------------------
 
 
@@ -298,7 +319,7 @@ def _module_grants(
     profile_ids = [p.pk for p in profiles]
     actions: dict[int, set[str]] = {}
     for mp in ModulePermission.objects.filter(profile_id__in=profile_ids, visible=True):
-        granted = {a for a in ACTIONS if getattr(mp, a)}
+        granted = {a for a in ACTIONS if mp.allows(a)}
         actions.setdefault(mp.module_id, set()).update(granted)
     hidden, read_only = _field_restrictions(profile_ids)
     shared = _shared_owners(user, my_groups, graph)
@@ -381,7 +402,7 @@ def _source_owners(rule: SharingRule, graph: _GroupGraph) -> Owners:
         return Owners()
     users = User.objects.all()
     if rule.source_kind == Party.ROLE:
-        users = users.filter(role_id=rule.source_role_id)
+        users = users.filter(role=rule.source_role)
     else:
         users = users.filter(role__path__startswith=rule.source_role.path)
     return Owners(users=frozenset(users.values_list("pk", flat=True)))

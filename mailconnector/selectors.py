@@ -105,7 +105,8 @@ def _exact(
     if not wanted:
         return
     rows = RecordAddress.objects.filter(
-        address__in=list(wanted), record__module_id__in=list(modules)
+        address__in=list(wanted),
+        field_id__in=access.visible_email_fields(user, list(modules.values())),
     ).values_list("record__module_id", "record_id", "address")
     role_of: dict[int, str] = {}
     for _, record_id, address in rows:
@@ -133,9 +134,9 @@ def _by_domain(
     domains = {d for d in domains if not is_free_mail(d)}
     if companies is None or not domains:
         return
-    ids = RecordAddress.objects.filter(domain__in=domains, record__module=companies).values_list(
-        "record_id", flat=True
-    )
+    ids = RecordAddress.objects.filter(
+        domain__in=domains, field_id__in=access.visible_email_fields(user, [companies])
+    ).values_list("record_id", flat=True)
     for record in _visible(user, companies.pk, ids):
         ranked.offer(record, "sender's company domain", (1, 0))
 

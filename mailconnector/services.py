@@ -117,6 +117,13 @@ def _targets(actor: User, targets: list[LinkTarget]) -> list[Record]:
 
 
 def _link(actor: User, stored: ingest.Stored, records: list[Record]) -> LinkResult:
+    if not stored.same_content and not access.can_see_message(actor, stored.message):
+        # Taking it for the stored email would put what others stored on this user's record.
+        raise Conflict(
+            "An email with this Message-ID and subject is already in the CRM and this one "
+            "differs from it, so it was not linked. Link it from Outlook on a computer.",
+            code="email_conflict",
+        )
     result = LinkResult(stored.message, stored.created, stored.completed)
     for record in records:
         created = ingest.link(message=stored.message, record=record, actor=actor, via=VIA)

@@ -35,10 +35,11 @@ def search(
     qs = access.records(user, module, action)
     q = q.strip()
     if q:
+        emails = access.visible_email_fields(user, [module])
         qs = qs.filter(
             Q(label__icontains=q)
             | Q(number__iexact=q)
-            | Q(addresses__address__istartswith=q.lower())
+            | Q(addresses__address__istartswith=q.lower(), addresses__field_id__in=emails)
         ).distinct()
     return qs
 
@@ -149,7 +150,7 @@ def owner_choices() -> tuple[list[User], list[Group]]:
     return users, list(Group.objects.order_by("name"))
 
 
-def recent_changes(user: access.Actor, limit: int = 10) -> list[ChangeLog]:
+def recent_changes(user: User, limit: int = 10) -> list[ChangeLog]:
     """The user's own latest changes, for the home page."""
     rows = (
         ChangeLog.objects.filter(actor=user, record__deleted_at=None)

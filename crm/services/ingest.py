@@ -8,6 +8,7 @@ ARCHITECTURE.md, "The ingest pipeline".
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC
@@ -47,6 +48,9 @@ class Stored:
     message: Message
     created: bool
     completed: bool = False  # a partial message was replaced by the whole email
+    # False when an email with this identity was already stored and this one's bodies or
+    # attachments differ from it: a look-alike (or a capture) rather than a copy.
+    same_content: bool = True
 
 
 def store(
@@ -68,10 +72,8 @@ def store(
         parsed = parse(raw)
         key = identity(parsed, raw)
         existing = Message.objects.filter(identity=key).first()
-        if existing is not None and not (
-            existing.completeness == Completeness.PARTIAL and completeness == Completeness.FULL
-        ):
-            return Stored(existing, created=False)
+        if existing is not None and not _may_complete(existing, completeness, actor):
+            return Stored(existing, created=False, same_content=_same_content(existing, parsed))
         raw_name, raw_sha = blobs.put(raw, kind="raw")
         files = [(part, *blobs.put(part.payload, kind="files")) for part in parsed.parts]
         if existing is not None:
@@ -188,6 +190,30 @@ def _save(
             raise
         return Stored(existing, created=False)
     return Stored(message, created=True)
+
+
+def _may_complete(existing: Message, completeness: str, actor: User | None) -> bool:
+    """A partial capture is replaced by the whole email, but never on behalf of a user who
+    cannot see it: a look-alike must not overwrite what others stored."""
+    if existing.completeness != Completeness.PARTIAL or completeness != Completeness.FULL:
+        return False
+    return actor is None or access.can_see_message(actor, existing)
+
+
+def _same_content(existing: Message, parsed: ParsedEmail) -> bool:
+    """The same bodies and the same attachments: a copy of the stored email, whatever its
+    headers (relays add their own), as opposed to a look-alike reusing its identity."""
+    stored = set(existing.attachments.values_list("document__sha256", flat=True))
+    incoming = {hashlib.sha256(part.payload).hexdigest() for part in parsed.parts}
+    return (
+        stored == incoming
+        and _squeeze(existing.text_body) == _squeeze(parsed.text_body or "")
+        and _squeeze(existing.html_body) == _squeeze(parsed.html_body or "")
+    )
+
+
+def _squeeze(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _complete(

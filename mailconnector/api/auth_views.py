@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from mailconnector import auth
 from mailconnector.api import auth_serializers as s
-from mailconnector.api.errors import ApiError, problem
+from mailconnector.api.errors import CONTENT_TYPE, ApiError, problem
 from mailconnector.api.permissions import AddinVersion, LoggedIn
 from mailconnector.api.serializers import ProblemOutput
 from mailconnector.models import AddinSession
@@ -25,13 +25,13 @@ from mailconnector.models import AddinSession
 TAG = "auth"
 
 
-def _problems(*pairs: tuple[int, str]) -> dict[int, OpenApiResponse]:
+def _problems(*pairs: tuple[int, str]) -> dict[Any, OpenApiResponse]:
     """OpenAPI responses for the problem documents an endpoint may answer, with examples."""
     by_status: dict[int, list[str]] = {}
     for status, code in (*pairs, (426, "addin_outdated")):
         by_status.setdefault(status, []).append(code)
     return {
-        status: OpenApiResponse(
+        (status, CONTENT_TYPE): OpenApiResponse(
             ProblemOutput,
             description="application/problem+json; code: " + ", ".join(codes),
             examples=[
@@ -46,6 +46,9 @@ def _problems(*pairs: tuple[int, str]) -> dict[int, OpenApiResponse]:
 
 
 _BAD_INPUT = (400, "validation_error")
+# What any request body can be refused with: a body over the upload cap (UploadLimitMiddleware
+# answers every POST under /api/addin/ from its Content-Length), or one no parser reads.
+_BAD_BODY = [(413, "email_too_large"), (415, "unsupported_media_type")]
 _NOT_LOGGED_IN = [
     (401, "not_authenticated"),
     (401, "token_invalid"),
@@ -79,7 +82,9 @@ class SessionLoginApi(APIView):
         request=s.SessionLoginInput,
         responses={
             200: s.SessionLoginOutput,
-            **_problems(_BAD_INPUT, (401, "invalid_credentials"), (429, "rate_limited")),
+            **_problems(
+                _BAD_INPUT, *_BAD_BODY, (401, "invalid_credentials"), (429, "rate_limited")
+            ),
         },
         description=(
             "An unknown user and a wrong password answer alike. Failed logins count per "
@@ -105,7 +110,7 @@ class SessionMfaApi(APIView):
         request=s.SessionMfaInput,
         responses={
             200: s.SessionTokensOutput,
-            **_problems(_BAD_INPUT, (401, "mfa_invalid"), (429, "rate_limited")),
+            **_problems(_BAD_INPUT, *_BAD_BODY, (401, "mfa_invalid"), (429, "rate_limited")),
         },
         description=(
             "A code works once. A wrong code answers `mfa_invalid` with `attempts_left`; at 0 "
@@ -131,7 +136,7 @@ class SessionRefreshApi(APIView):
         request=s.SessionRefreshInput,
         responses={
             200: s.SessionTokensOutput,
-            **_problems(_BAD_INPUT, (401, "token_invalid"), (401, "session_expired")),
+            **_problems(_BAD_INPUT, *_BAD_BODY, (401, "token_invalid"), (401, "session_expired")),
         },
         description=(
             "Sending a refresh token a second time ends its whole session (`session_expired`): "
@@ -151,7 +156,7 @@ class SessionLogoutApi(APIView):
     @extend_schema(
         tags=[TAG],
         request=s.SessionLogoutInput,
-        responses={204: None, **_problems(_BAD_INPUT, *_NOT_LOGGED_IN)},
+        responses={204: None, **_problems(_BAD_INPUT, *_BAD_BODY, *_NOT_LOGGED_IN)},
     )
     def post(self, request: Request) -> Response:
         if isinstance(request.auth, AddinSession):

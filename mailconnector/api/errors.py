@@ -39,6 +39,7 @@ TITLES = {
     "addin_outdated": "The add-in must be updated",
     "unsupported_media_type": "Unsupported media type",
     "idempotency_conflict": "Idempotency-Key does not match the email",
+    "email_conflict": "A different email with this identity is already stored",
     "license_inactive": "The connector's license is not active",
     "user_not_licensed": "You are not enabled for the connector",
     "method_not_allowed": "Method not allowed",

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crm.models import Module, Record
@@ -98,6 +99,13 @@ class LinkTargetInput(serializers.Serializer):
     id = serializers.IntegerField(min_value=1)
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": 'A JSON array of the records to link: [{"module": "Contacts", "id": 42}].',
+        "example": '[{"module": "Contacts", "id": 42}]',
+    }
+)
 class LinksField(serializers.Field):
     """`links` arrives as a JSON text part of the multipart upload."""
 

@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 
 from mailconnector import sso
 from mailconnector.api.auth_serializers import SessionTokensOutput
+from mailconnector.api.errors import CONTENT_TYPE as PROBLEM
 from mailconnector.api.permissions import AddinVersion
 from mailconnector.api.serializers import ProblemOutput
 
@@ -290,14 +291,17 @@ class SsoTokenApi(_SsoApi):
         request=SsoTokenInput,
         responses={
             200: OpenApiResponse(SessionTokensOutput, description="Tokens, as auth/login."),
-            400: OpenApiResponse(
+            (400, PROBLEM): OpenApiResponse(
                 ProblemOutput,
                 description="validation_error; sso_invalid (unknown, used, expired, wrong "
                 "verifier)",
             ),
-            415: OpenApiResponse(ProblemOutput, description="unsupported_media_type"),
-            426: OpenApiResponse(ProblemOutput, description="addin_outdated"),
-            429: OpenApiResponse(ProblemOutput, description="rate_limited (Retry-After)"),
+            (413, PROBLEM): OpenApiResponse(ProblemOutput, description="email_too_large"),
+            (415, PROBLEM): OpenApiResponse(ProblemOutput, description="unsupported_media_type"),
+            (426, PROBLEM): OpenApiResponse(ProblemOutput, description="addin_outdated"),
+            (429, PROBLEM): OpenApiResponse(
+                ProblemOutput, description="rate_limited (Retry-After)"
+            ),
         },
         auth=[],
     )

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from crm.version import CRM_VERSION
 from mailconnector import meta, selectors, services
 from mailconnector.api import serializers as s
+from mailconnector.api.errors import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from mailconnector.api.errors import ApiError
 
 PROBLEMS = {
@@ -33,8 +34,9 @@ PROBLEMS = {
 }
 
 
-def _problems(*codes: int) -> dict[int, OpenApiResponse]:
-    return {c: PROBLEMS[c] for c in (401, 403, 426, *codes)}
+def _problems(*codes: int) -> dict[Any, OpenApiResponse]:
+    """Problem documents, under the media type they are sent with (RFC 9457)."""
+    return {(c, PROBLEM_CONTENT_TYPE): PROBLEMS[c] for c in (401, 403, 426, *codes)}
 
 
 class MetaApi(APIView):
@@ -56,7 +58,7 @@ class ModuleListApi(APIView):
 
 class SuggestionListApi(APIView):
     @extend_schema(
-        request=s.SuggestionsInput, responses={200: s.SuggestionsOutput, **_problems(400)}
+        request=s.SuggestionsInput, responses={200: s.SuggestionsOutput, **_problems(400, 413, 415)}
     )
     def post(self, request: Request) -> Response:
         data = _valid(s.SuggestionsInput, request.data)
