@@ -22,8 +22,10 @@ from typing import Any
 
 import pytest
 from django.db import connections
-from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
 
+# Assertions wait for the page as long as actions do (CI shares two cores).
+expect.set_options(timeout=15_000)
 # Django reads this at each ORM call, so setting it when the plugin loads is early enough.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
@@ -82,7 +84,8 @@ def browsing(live_server: Any) -> Iterator[Browsing]:
         context = browser.new_context(
             base_url=live_server.url, viewport={"width": 1280, "height": 800}, locale="en-GB"
         )
-        context.set_default_timeout(10_000)
+        # Generous: CI shares two cores; a slow step is not a failure of the page.
+        context.set_default_timeout(30_000)
         page = context.new_page()
         console = Console()
         page.on("console", console.record)
