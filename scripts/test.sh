@@ -37,6 +37,7 @@ export CRM_VAR_DIR=${CRM_VAR_DIR:-$ROOT/var/test}
 echo "== Static checks"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy crm licensing mailconnector mailconverter
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null \
     || { echo "Migrations are missing: run manage.py makemigrations" >&2; exit 1; }
 
