@@ -7,50 +7,24 @@ import of it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from unittest import mock
 
 import pytest
 from django.conf import settings
 from django.db import connection
 from django.test import Client
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from mailconnector.models import AddinSession, AddinToken
 from tests.conftest import Org
 from tests.factories import PASSWORD, UserFactory
+from tests.mailconnector.conftest import Clock
 
 pytestmark = pytest.mark.postgres
 
 API = "/api/addin/v1/auth/"
 CONNECTOR_CALL = "/api/addin/v1/auth/sessions"  # any call that needs a bearer token
-
-
-class Clock:
-    """Moves `timezone.now()` forward for the code under test (and for django-axes)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-        self._real = timezone.now
-
-    def now(self) -> datetime:
-        return self._real() + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    with (
-        mock.patch("django.utils.timezone.now", side_effect=c.now),
-        mock.patch("axes.handlers.proxy.now", side_effect=c.now),
-    ):
-        yield c
 
 
 @pytest.fixture

@@ -3,13 +3,9 @@ user's list of sessions (`/api/addin/v1/auth/refresh`, `sessions`, `sessions/{id
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime, timedelta
 from typing import Any
-from unittest import mock
 
 import pytest
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from crm.models import User
@@ -17,33 +13,12 @@ from mailconnector import auth
 from mailconnector.models import AddinSession, ConnectorPolicy
 from tests.conftest import Org
 from tests.factories import PASSWORD
+from tests.mailconnector.conftest import Clock
 
 pytestmark = pytest.mark.postgres
 
 API = "/api/addin/v1/auth/"
 SESSIONS = API + "sessions"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-        self._real = timezone.now
-
-    def now(self) -> datetime:
-        return self._real() + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    with (
-        mock.patch("django.utils.timezone.now", side_effect=c.now),
-        mock.patch("axes.handlers.proxy.now", side_effect=c.now),
-    ):
-        yield c
 
 
 @pytest.fixture

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import time
 from base64 import b32encode
-from collections.abc import Iterator
-from datetime import datetime, timedelta
 from typing import Any
-from unittest import mock
 
 import pyotp
 import pytest
-from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.test import APIClient
 
@@ -22,32 +18,11 @@ from crm.models import User
 from mailconnector.models import AddinSession
 from tests.conftest import Org
 from tests.factories import PASSWORD
+from tests.mailconnector.conftest import Clock
 
 pytestmark = pytest.mark.postgres
 
 API = "/api/addin/v1/auth/"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-        self._real = timezone.now
-
-    def now(self) -> datetime:
-        return self._real() + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    with (
-        mock.patch("django.utils.timezone.now", side_effect=c.now),
-        mock.patch("axes.handlers.proxy.now", side_effect=c.now),
-    ):
-        yield c
 
 
 @pytest.fixture
