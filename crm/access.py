@@ -13,17 +13,16 @@ sharing, modules, fields or users bumps a generation number, which retires every
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
+from crm import generations
 from crm.exceptions import Forbidden, NotFound
 from crm.models import (
     Field,
@@ -252,7 +251,7 @@ def privileges(user: Actor) -> Privileges:
         return NOBODY
     if user.is_superuser:
         return Privileges(user_id=user.pk, superuser=True)
-    key = f"crm:access:{_generation()}:{user.pk}"
+    key = f"crm:access:{generations.current(_GENERATION_KEY)}:{user.pk}"
     cached = cache.get(key)
     if cached is None:
         cached = compute_privileges(user.pk)
@@ -260,27 +259,9 @@ def privileges(user: Actor) -> Privileges:
     return cached
 
 
-def _generation() -> int:
-    gen = cache.get(_GENERATION_KEY)
-    if gen is None:
-        # A fresh clock value, so entries left from before a cache restart are never reused.
-        gen = time.time_ns()
-        cache.add(_GENERATION_KEY, gen, None)
-        gen = cache.get(_GENERATION_KEY, gen)
-    return int(gen)
-
-
 def invalidate() -> None:
     """Retire every cached privilege set (now, and again when the transaction commits)."""
-    _bump()
-    transaction.on_commit(_bump)
-
-
-def _bump() -> None:
-    try:
-        cache.incr(_GENERATION_KEY)
-    except ValueError:
-        cache.set(_GENERATION_KEY, time.time_ns(), None)
+    generations.bump(_GENERATION_KEY)
 
 
 def compute_privileges(user_id: int) -> Privileges:

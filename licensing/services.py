@@ -17,7 +17,6 @@ import functools
 import hashlib
 import logging
 import math
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
+from crm import generations
 from crm.exceptions import Conflict, Forbidden, Invalid, NotFound
 from crm.models import User
 from licensing import keys
@@ -473,7 +473,7 @@ _GENERATION_KEY = "licensing:generation"
 
 
 def _state() -> _State:
-    key = f"licensing:state:{_generation()}:{_settings_fingerprint()}"
+    key = f"licensing:state:{generations.current(_GENERATION_KEY)}:{_settings_fingerprint()}"
     state = cache.get(key)
     if state is None:
         state = _compute_state()
@@ -547,31 +547,13 @@ def _settings_fingerprint() -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _generation() -> int:
-    gen = cache.get(_GENERATION_KEY)
-    if gen is None:
-        # A fresh clock value, so entries left from before a cache restart are never reused.
-        gen = time.time_ns()
-        cache.add(_GENERATION_KEY, gen, None)
-        gen = cache.get(_GENERATION_KEY, gen)
-    return int(gen)
-
-
 def invalidate() -> None:
     """Retire the cached state now, and again when the transaction commits.
 
     The second bump matters: a request that read the old rows between the first bump and the
     commit would otherwise keep its stale state under the new generation.
     """
-    _bump()
-    transaction.on_commit(_bump)
-
-
-def _bump() -> None:
-    try:
-        cache.incr(_GENERATION_KEY)
-    except ValueError:
-        cache.set(_GENERATION_KEY, time.time_ns(), None)
+    generations.bump(_GENERATION_KEY)
 
 
 def _on_change(sender: Any, **kwargs: Any) -> None:

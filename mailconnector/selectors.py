@@ -65,8 +65,10 @@ def suggestions(
     wanted = _wanted(addresses, skip - {None})
     ranked = _Ranked()
     modules = {m.pk: m for m in modules_for(user)}
-    _exact(user, wanted, modules, ranked)
-    _by_domain(user, wanted, modules, ranked)
+    # The address index is read only through email fields the user may see.
+    email_fields = access.visible_email_fields(user, list(modules.values()))
+    _exact(user, wanted, modules, email_fields, ranked)
+    _by_domain(user, wanted, modules, email_fields, ranked)
     _related(user, modules, ranked)
     result = sorted(ranked.best.values(), key=lambda s: (s.rank, s.record.label.lower()))
     result = result[:MAX_SUGGESTIONS]
@@ -100,13 +102,17 @@ def _by_module(rows: Iterable[tuple[int, int]]) -> dict[int, set[int]]:
 
 
 def _exact(
-    user: access.Actor, wanted: dict[str, str], modules: dict[int, Module], ranked: _Ranked
+    user: access.Actor,
+    wanted: dict[str, str],
+    modules: dict[int, Module],
+    email_fields: list[int],
+    ranked: _Ranked,
 ) -> None:
     if not wanted:
         return
     rows = RecordAddress.objects.filter(
         address__in=list(wanted),
-        field_id__in=access.visible_email_fields(user, list(modules.values())),
+        field_id__in=email_fields,
     ).values_list("record__module_id", "record_id", "address")
     role_of: dict[int, str] = {}
     for _, record_id, address in rows:
@@ -126,7 +132,11 @@ def _companies_module(modules: dict[int, Module]) -> Module | None:
 
 
 def _by_domain(
-    user: access.Actor, wanted: dict[str, str], modules: dict[int, Module], ranked: _Ranked
+    user: access.Actor,
+    wanted: dict[str, str],
+    modules: dict[int, Module],
+    email_fields: list[int],
+    ranked: _Ranked,
 ) -> None:
     companies = _companies_module(modules)
     senders = [a for a, role in wanted.items() if role in ("from", "sender")]
@@ -135,7 +145,7 @@ def _by_domain(
     if companies is None or not domains:
         return
     ids = RecordAddress.objects.filter(
-        domain__in=domains, field_id__in=access.visible_email_fields(user, [companies])
+        domain__in=domains, field_id__in=email_fields, record__module=companies
     ).values_list("record_id", flat=True)
     for record in _visible(user, companies.pk, ids):
         ranked.offer(record, "sender's company domain", (1, 0))
