@@ -123,15 +123,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="comma-separated: suggestions, link (default both)",
     )
     parser.add_argument(
-        "--proposed",
-        action="store_true",
-        help="serve suggestions with proposed fix B, one statement (monkeypatched in gunicorn)",
-    )
-    parser.add_argument(
         "--profile",
         action="store_true",
-        help="also profile both requests in-process (SQL, cProfile, EXPLAIN) and try the "
-        "proposed fix for suggestions",
+        help="also profile both requests in-process (SQL, cProfile, EXPLAIN) and compare "
+        "suggestions with the query-per-step selector they replaced",
     )
     args = parser.parse_args(argv)
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
@@ -523,13 +518,11 @@ def multipart(links: list[dict[str, Any]], raw: bytes) -> tuple[bytes, str]:
 
 
 @contextlib.contextmanager
-def gunicorn(
-    env: dict[str, str], port: int, log_path: Path, *, proposed: bool = False
-) -> Iterator[subprocess.Popen[bytes]]:
+def gunicorn(env: dict[str, str], port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """gunicorn in its own process group; always stopped (TERM, then KILL) on the way out."""
     command = [
         str(Path(sys.executable).with_name("gunicorn")),
-        "bench.addin_api:proposed_application()" if proposed else "crm.wsgi",
+        "crm.wsgi",
         "--workers",
         str(WORKERS),
         "--bind",
@@ -1064,24 +1057,7 @@ def profile(clients: list[Client], pool: AddressPool, args: argparse.Namespace) 
     measure_in_process(floor_calls[: 2 * len(clients)])
     say("  Floor: GET modules (the same authentication, license check, privileges, one query):")
     say(measure_in_process(floor_calls).line("GET modules"))
-    with proposed_suggestions():
-        measure_in_process(calls[: 2 * len(clients)])
-        fixed = measure_in_process(calls)
-    with one_statement_suggestions():
-        measure_in_process(calls[: 2 * len(clients)])
-        single = measure_in_process(calls)
-    say(
-        "\nProposed fixes: A = privileges once per request and the visibility condition inside "
-        "the address, domain and reference queries; B = the whole selector as one statement "
-        "(and privileges once per request):"
-    )
-    say(base.line("as is"))
-    say(fixed.line("A"))
-    say(single.line("B"))
-    for name, variant in (("A", fixed), ("B", single)):
-        same = sum(a == b for a, b in zip(variant.answers, base.answers, strict=True))
-        say(f"  {name}: same answers as the code for {same} of {len(calls)} requests")
-    explain(*single.examples[print_shapes(single, len(calls), limit=4)])
+    compare_with_multi_query(calls, clients, base)
 
     link = link_calls(clients, args.attachment_bytes, runs=3)
     say(f"\nPOST emails, {len(link)} requests (email {len(link[0][2]) / 1e6:.2f} MB on the wire):")
@@ -1094,6 +1070,18 @@ def profile(clients: list[Client], pool: AddressPool, args: argparse.Namespace) 
         floor = measure_in_process(floor_calls)
     say("  Floor: the same with the email parsed beforehand (untimed), what parsing costs:")
     say(floor.line("parse free"))
+
+
+def compare_with_multi_query(calls: list[Call], clients: list[Client], base: Any) -> None:
+    """The selector is one statement now: its answers against the query-per-step selector."""
+    with multi_query_suggestions():
+        measure_in_process(calls[: 2 * len(clients)])
+        before = measure_in_process(calls)
+    say("\nThe query-per-step selector it replaced (kept in this file as the reference):")
+    say(before.line("query per step"))
+    say(base.line("as is"))
+    same = sum(a == b for a, b in zip(before.answers, base.answers, strict=True))
+    say(f"  same answers as the query-per-step selector for {same} of {len(calls)} requests")
 
 
 @contextlib.contextmanager
@@ -1120,282 +1108,122 @@ def parse_done_before(calls: list[Call]) -> Iterator[None]:
         ingest.parse = original  # type: ignore[assignment]
 
 
-# --- The proposed fix for suggestions, tried by monkeypatching ---------------------------------
+# --- The query-per-step selector, as it was before the one statement: the reference -------------
 
 
 @contextlib.contextmanager
-def proposed_suggestions() -> Iterator[None]:
-    """mailconnector.selectors with (1) the user's privileges read once per request instead of
-    once per access.records() call (each read is two Redis round trips and an unpickling), and
-    (2) the visibility condition inside the address, domain and reference queries, so each step
-    is one query instead of one plus one per module found."""
-    from crm import access
+def multi_query_suggestions() -> Iterator[None]:
+    """selectors.suggestions as it was before it became one statement (a query per step and per
+    module found), to check that the statement gives the same answers and to time both."""
     from mailconnector import selectors
 
-    original_privileges = access.privileges
-    original_exact, original_domain = selectors._exact, selectors._by_domain
-    original_related = selectors._related
-    memo: dict[int, tuple[Any, Any]] = {}
-
-    def privileges(user: Any) -> Any:
-        key = id(user)
-        found = memo.get(key)
-        if found is None or found[0] is not user:
-            found = (user, original_privileges(user))
-            memo.clear()
-            memo[key] = found
-        return found[1]
-
-    access.privileges = privileges
-    selectors._exact = _exact_one_query
-    selectors._by_domain = _by_domain_one_query
-    selectors._related = _related_two_queries
+    original = selectors.suggestions
+    selectors.suggestions = _suggestions_multi_query  # type: ignore[assignment]
     try:
         yield
     finally:
-        access.privileges = original_privileges
-        selectors._exact, selectors._by_domain = original_exact, original_domain
-        selectors._related = original_related
+        selectors.suggestions = original  # type: ignore[assignment]
 
 
-def proposed_application() -> Any:
-    """gunicorn's application with the proposed fix in place (`--proposed`)."""
-    from crm.wsgi import application
+def _suggestions_multi_query(
+    user: Any, addresses: Any, *, ignore: Any = (), message_id: str | None = None
+) -> list[Any]:
+    from crm import access
+    from crm.email.addresses import normalise_email
     from mailconnector import selectors
 
-    patch = one_statement_suggestions()
-    patch.__enter__()
-    _WORKER_PATCHES.append(patch)  # referenced for the life of the worker: never undone
-    assert selectors.suggestions is _suggestions_one_statement
-    return application
+    skip = {normalise_email(a) for a in ignore} | {normalise_email(getattr(user, "email", ""))}
+    wanted = selectors._wanted(addresses, skip - {None})
+    best: dict[int, Any] = {}
+    modules = {m.pk: m for m in selectors.modules_for(user)}
+    email_fields = access.visible_email_fields(user, list(modules.values()))
+    _mq_exact(user, wanted, email_fields, best)
+    _mq_by_domain(user, wanted, modules, email_fields, best)
+    _mq_related(user, modules, best)
+    # Ties broken by id, as the statement's caller does (the order of a tie was arbitrary).
+    result = sorted(best.values(), key=lambda s: (s.rank, s.record.label.lower(), s.record.pk))
+    result = result[: selectors.MAX_SUGGESTIONS]
+    linked = set(selectors.linked_record_ids(message_id)) if message_id else set()
+    for s in result:
+        s.already_linked = s.record.pk in linked
+    return result
 
 
-_WORKER_PATCHES: list[Any] = []
+def _mq_offer(best: dict[int, Any], record: Any, reason: str, rank: tuple[int, int]) -> None:
+    from mailconnector import selectors
+
+    current = best.get(record.pk)
+    if current is None or rank < current.rank:
+        best[record.pk] = selectors.Suggestion(record, reason, rank)
 
 
-def _visibility(user: Any, module_ids: Sequence[int]) -> Any:
-    """One Q for "a record the user may see" over several modules (crm.access's rule)."""
-    from django.db.models import Q
-
-    from crm import access
-
-    p = access.privileges(user)
-    condition = Q(pk__in=[])
-    for module_id in module_ids:
-        scope = access._scope(p, module_id, "view")
-        if scope == access.ALL:
-            condition |= Q(module_id=module_id)
-        elif isinstance(scope, access.Owners) and (scope.users or scope.groups):
-            condition |= Q(module_id=module_id) & (
-                Q(owner_user_id__in=scope.users) | Q(owner_group_id__in=scope.groups)
-            )
-    return condition & Q(deleted_at=None)
-
-
-def _exact_one_query(
-    user: Any, wanted: dict[str, str], modules: dict[int, Any], ranked: Any
-) -> None:
-    from django.db.models import F
-
-    from crm.models import Record
-    from mailconnector.selectors import ROLE_RANK
+def _mq_exact(user: Any, wanted: dict[str, str], email_fields: list[int], best: Any) -> None:
+    from crm.models import RecordAddress
+    from mailconnector import selectors
 
     if not wanted:
         return
-    rows = (
-        Record.objects.filter(_visibility(user, list(modules)), addresses__address__in=list(wanted))
-        .annotate(hit=F("addresses__address"))
-        .select_related("module")
-    )
-    for record in rows:
-        role = wanted[record.hit]
-        ranked.offer(record, f"{role} address", (0, ROLE_RANK.get(role, 9)))
+    rank = selectors.ROLE_RANK
+    rows = RecordAddress.objects.filter(
+        address__in=list(wanted), field_id__in=email_fields
+    ).values_list("record__module_id", "record_id", "address")
+    role_of: dict[int, str] = {}
+    for _, record_id, address in rows:
+        role = wanted[address]
+        if record_id not in role_of or rank.get(role, 9) < rank.get(role_of[record_id], 9):
+            role_of[record_id] = role
+    for module_id, ids in selectors._by_module((m, r) for m, r, _ in rows).items():
+        for record in selectors._visible(user, module_id, ids):
+            role = role_of[record.pk]
+            _mq_offer(best, record, f"{role} address", (0, rank.get(role, 9)))
 
 
-def _by_domain_one_query(
-    user: Any, wanted: dict[str, str], modules: dict[int, Any], ranked: Any
+def _mq_by_domain(
+    user: Any, wanted: dict[str, str], modules: dict[int, Any], email_fields: list[int], best: Any
 ) -> None:
     from crm.email.addresses import is_free_mail
-    from crm.models import Record
-    from mailconnector.selectors import _companies_module
+    from crm.models import RecordAddress
+    from mailconnector import selectors
 
-    companies = _companies_module(modules)
+    companies = next((m for m in modules.values() if m.name == "Companies"), None)
     senders = [a for a, role in wanted.items() if role in ("from", "sender")]
     domains = {a.rpartition("@")[2] for a in senders} - {""}
     domains = {d for d in domains if not is_free_mail(d)}
     if companies is None or not domains:
         return
-    rows = Record.objects.filter(
-        _visibility(user, [companies.pk]), addresses__domain__in=domains
-    ).select_related("module")
-    for record in rows.distinct():
-        ranked.offer(record, "sender's company domain", (1, 0))
+    ids = RecordAddress.objects.filter(
+        domain__in=domains, field_id__in=email_fields, record__module=companies
+    ).values_list("record_id", flat=True)
+    for record in selectors._visible(user, companies.pk, ids):
+        _mq_offer(best, record, "sender's company domain", (1, 0))
 
 
-def _related_two_queries(user: Any, modules: dict[int, Any], ranked: Any) -> None:
-    from crm.models import Record
+def _mq_related(user: Any, modules: dict[int, Any], best: dict[int, Any]) -> None:
+    from django.db.models import Q
 
+    from crm.models import RecordReference
+    from mailconnector import selectors
+
+    found = list(best.values())
     names = {m.pk: m.name for m in modules.values()}
-    ids = {"Contacts": [], "Companies": []}  # type: dict[str, list[int]]
-    for found in ranked.best.values():
-        name = names.get(found.record.module_id)
-        if name in ids:
-            ids[name].append(found.record.pk)
-    by_name = {m.name: m.pk for m in modules.values()}
-    if ids["Contacts"] and "Companies" in by_name:  # the companies of the contacts found
-        rows = Record.objects.filter(
-            _visibility(user, [by_name["Companies"]]),
-            referenced_by__record_id__in=ids["Contacts"],
-            referenced_by__field__name="company",
-        ).select_related("module")
-        for record in rows.distinct():
-            ranked.offer(record, "contact's company", (2, 0))
-    if ids["Companies"] and "Contacts" in by_name:  # the contacts of the companies found
-        rows = Record.objects.filter(
-            _visibility(user, [by_name["Contacts"]]),
-            references__target_id__in=ids["Companies"],
-            references__field__name="company",
-        ).select_related("module")
-        for record in rows.distinct():
-            ranked.offer(record, "company's contact", (2, 0))
-
-
-SUGGESTIONS_SQL = """
-WITH wanted(address, role, rank) AS (
-    SELECT * FROM unnest(%(addresses)s::text[], %(roles)s::text[], %(ranks)s::int[])
-), candidate AS (
-    SELECT ra.record_id, 0 AS tier, min(w.rank) AS sub,
-           (array_agg(w.role ORDER BY w.rank))[1] AS role
-    FROM crm_recordaddress ra JOIN wanted w ON w.address = ra.address
-    GROUP BY ra.record_id
-    UNION ALL
-    SELECT DISTINCT ra.record_id, 1, 0, NULL
-    FROM crm_recordaddress ra
-    JOIN crm_record r ON r.id = ra.record_id AND r.module_id = %(companies)s
-    WHERE ra.domain = ANY(%(domains)s::text[])
-), found AS (
-    SELECT r.id, r.module_id, c.tier, c.sub, c.role
-    FROM candidate c JOIN crm_record r ON r.id = c.record_id
-    WHERE {visible}
-), related AS (
-    SELECT rr.target_id AS id FROM found f
-    JOIN crm_recordreference rr ON rr.record_id = f.id AND rr.field_id = %(company_field)s
-    WHERE f.module_id = %(contacts)s
-    UNION
-    SELECT rr.record_id FROM found f
-    JOIN crm_recordreference rr ON rr.target_id = f.id AND rr.field_id = %(company_field)s
-    WHERE f.module_id = %(companies)s
-), ranked AS (
-    SELECT id, tier, sub, role FROM found
-    UNION ALL
-    SELECT r.id, 2, 0, NULL FROM related x JOIN crm_record r ON r.id = x.id WHERE {visible}
-)
-SELECT DISTINCT ON (r.id) r.id, r.module_id, r.number, r.label, x.tier, x.sub, x.role,
-       EXISTS (SELECT 1 FROM crm_messagelink ml JOIN crm_message m ON m.id = ml.message_id
-               WHERE m.message_id = %(message_id)s AND ml.record_id = r.id)
-FROM ranked x JOIN crm_record r ON r.id = x.id
-ORDER BY r.id, x.tier, x.sub
-"""
-
-
-def _suggestions_one_statement(
-    user: Any,
-    addresses: Any,
-    *,
-    ignore: Any = (),
-    message_id: str | None = None,
-) -> list[Any]:
-    """selectors.suggestions as one SQL statement: same steps, same ranks, same answers."""
-    from django.db import connection
-
-    from crm import access
-    from crm.email.addresses import is_free_mail, normalise_email
-    from crm.email.parse import normalise_message_id
-    from crm.models import Field, Record
-    from mailconnector import selectors
-
-    skip = {normalise_email(a) for a in ignore} | {normalise_email(getattr(user, "email", ""))}
-    wanted = selectors._wanted(addresses, skip - {None})
-    if not wanted:
-        return []
-    modules = {m.pk: m for m in selectors.modules_for(user)}
-    by_name = {m.name: m.pk for m in modules.values()}
-    p = access.privileges(user)
-    params: dict[str, Any] = {}
-    parts = []
-    for module_id in modules:
-        scope = access._scope(p, module_id, "view")
-        if scope == access.ALL:
-            parts.append(f"r.module_id = %(m{module_id})s")
-        elif isinstance(scope, access.Owners) and (scope.users or scope.groups):
-            parts.append(
-                f"(r.module_id = %(m{module_id})s AND (r.owner_user_id = ANY(%(u{module_id})s) "
-                f"OR r.owner_group_id = ANY(%(g{module_id})s)))"
-            )
-            params[f"u{module_id}"] = list(scope.users)
-            params[f"g{module_id}"] = list(scope.groups)
+    contact_ids = [s.record.pk for s in found if names.get(s.record.module_id) == "Contacts"]
+    company_ids = [s.record.pk for s in found if names.get(s.record.module_id) == "Companies"]
+    refs = RecordReference.objects.filter(
+        Q(record_id__in=contact_ids, field__name="company")
+        | Q(target_id__in=company_ids, record__module__name="Contacts", field__name="company")
+    ).values_list("record_id", "target_id", "record__module_id", "target__module_id")
+    related: dict[int, set[int]] = {}
+    for record_id, target_id, record_module, target_module in refs:
+        if record_id in contact_ids:
+            related.setdefault(target_module, set()).add(target_id)
         else:
+            related.setdefault(record_module, set()).add(record_id)
+    for module_id, ids in related.items():
+        if module_id not in modules:
             continue
-        params[f"m{module_id}"] = module_id
-    if not parts:
-        return []
-    visible = f"r.deleted_at IS NULL AND ({' OR '.join(parts)})"
-    senders = [a for a, role in wanted.items() if role in ("from", "sender")]
-    domains = {a.rpartition("@")[2] for a in senders} - {""}
-    company_field = _company_field_id(Field)
-    params |= {
-        "addresses": list(wanted),
-        "roles": list(wanted.values()),
-        "ranks": [selectors.ROLE_RANK.get(r, 9) for r in wanted.values()],
-        "domains": sorted(d for d in domains if not is_free_mail(d)),
-        "companies": by_name.get("Companies", -1),
-        "contacts": by_name.get("Contacts", -1),
-        "company_field": company_field,
-        "message_id": normalise_message_id(message_id) or None,  # NULL matches nothing
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(SUGGESTIONS_SQL.format(visible=visible), params)
-        rows = cursor.fetchall()
-    result = []
-    for pk, module_id, number, label, tier, sub, role, linked in rows:
-        record = Record(id=pk, module_id=module_id, number=number, label=label)
-        record.module = modules[module_id]
-        if tier == 0:
-            reason = f"{role} address"
-        elif tier == 1:
-            reason = "sender's company domain"
-        elif modules[module_id].name == "Companies":
-            reason = "contact's company"
-        else:
-            reason = "company's contact"
-        result.append(selectors.Suggestion(record, reason, (tier, sub), bool(linked)))
-    result.sort(key=lambda s: (s.rank, s.record.label.lower()))
-    return result[: selectors.MAX_SUGGESTIONS]
-
-
-_COMPANY_FIELD: list[int] = []
-
-
-def _company_field_id(field_model: Any) -> int:
-    if not _COMPANY_FIELD:  # per process: fields of built-in modules do not change
-        _COMPANY_FIELD.append(
-            int(field_model.objects.get(module__name="Contacts", name="company").pk)
-        )
-    return _COMPANY_FIELD[0]
-
-
-@contextlib.contextmanager
-def one_statement_suggestions() -> Iterator[None]:
-    """selectors.suggestions replaced by one statement, privileges read once per request."""
-    from mailconnector import selectors
-
-    original = selectors.suggestions
-    with proposed_suggestions():
-        selectors.suggestions = _suggestions_one_statement  # type: ignore[assignment]
-        try:
-            yield
-        finally:
-            selectors.suggestions = original  # type: ignore[assignment]
+        kind = "contact's company" if names[module_id] == "Companies" else "company's contact"
+        for record in selectors._visible(user, module_id, ids):
+            _mq_offer(best, record, kind, (2, 0))
 
 
 # --- Main -------------------------------------------------------------------------------------
@@ -1430,8 +1258,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         errors = 0
         log_path = tmp / "gunicorn.log"
         access_log = tmp / "access.log"
-        with gunicorn(env, port, log_path, proposed=args.proposed) as server:
-            variant = "with the proposed fix for suggestions" if args.proposed else "the code as is"
+        with gunicorn(env, port, log_path) as server:
+            variant = "the code as is"
             say(f"gunicorn up on 127.0.0.1:{port}, serving {variant}.")
             if "suggestions" in args.phases:
                 makers = [suggestions_request(c, pool, SEED + i) for i, c in enumerate(clients)]

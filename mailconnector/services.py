@@ -132,11 +132,21 @@ def _link(actor: User, stored: ingest.Stored, records: list[Record]) -> LinkResu
 
 
 def _message_id_of(raw: bytes) -> str | None:
-    headers = BytesHeaderParser(policy=default_policy).parsebytes(raw[:262_144])
+    headers = BytesHeaderParser(policy=default_policy).parsebytes(_header_block(raw))
     try:
         return normalise_message_id(str(headers.get("Message-ID", "") or ""))
     except Exception:  # a header the parser cannot read has no usable id
         return None
+
+
+def _header_block(raw: bytes, limit: int = 262_144) -> bytes:
+    """The bytes up to the first empty line (at most `limit`): all a header parser reads.
+
+    Handing it the body too made it split a megabyte attachment into lines for nothing.
+    """
+    head = raw[:limit]
+    ends = [at for at in (head.find(b"\n\n"), head.find(b"\n\r\n")) if at >= 0]
+    return head[: min(ends) + 1] if ends else head
 
 
 def _check_key(key: str | None, message_id: str | None) -> None:

@@ -105,11 +105,7 @@ def link(*, message: Message, record: Record, actor: User | None, via: str) -> b
             record=record,
             defaults={"linked_by": actor, "via": via, "linked_at": now},
         )
-        documents = Document.objects.filter(attachments__message=message).distinct()
-        for document in documents:
-            DocumentLink.objects.get_or_create(
-                document=document, record=record, defaults={"linked_at": now}
-            )
+        _link_documents(message, [record.pk], now)
         if created:
             log_change(
                 record=record,
@@ -181,8 +177,7 @@ def _save(
                 stored_at=timezone.now(),
                 **_headers(parsed),
             )
-            for part, name, sha in files:
-                _attach(message, part, name, sha, actor)
+            _attach(message, files, actor)
     except IntegrityError:
         # Another process stored the same email at the same moment: that one is ours too.
         existing = Message.objects.filter(identity=key).first()
@@ -240,45 +235,83 @@ def _complete(
             setattr(message, name, value)
         message.save()
         message.attachments.all().delete()
-        for part, name, sha in files:
-            _attach(message, part, name, sha, actor)
-        now = timezone.now()
-        for record_id in message.links.values_list("record_id", flat=True):
-            for document in Document.objects.filter(attachments__message=message).distinct():
-                DocumentLink.objects.get_or_create(
-                    document=document, record_id=record_id, defaults={"linked_at": now}
-                )
+        _attach(message, files, actor)
+        record_ids = list(message.links.values_list("record_id", flat=True))
+        _link_documents(message, record_ids, timezone.now())
     return Stored(message, created=False, completed=True)
 
 
-def _attach(message: Message, part: Part, name: str, sha: str, actor: User | None) -> None:
-    title = part.filename or _untitled(part)
-    document = Document.objects.filter(sha256=sha).first()
-    if document is None:
-        try:
-            with transaction.atomic():  # a savepoint: a concurrent twin may win the insert
-                document = Document.objects.create(
-                    sha256=sha,
-                    file=name,
-                    title=title[:255],
-                    content_type=part.content_type[:255],
-                    size=part.size,
-                    owner=actor,
-                    created_at=timezone.now(),
-                    thumbnail=thumbnails.make(part.payload, part.content_type) or "",
-                )
-        except IntegrityError:
-            document = Document.objects.get(sha256=sha)
-    Attachment.objects.create(
-        message=message,
-        document=document,
-        filename=title[:255],
-        content_type=part.content_type[:255],
-        content_id=(part.content_id or "")[:255],
-        inline=part.inline,
-        part_path=part.part_path,
-        size=part.size,
+def _attach(message: Message, files: list[tuple[Part, str, str]], actor: User | None) -> None:
+    """One Attachment per part, each on the Document of its bytes (made once per content).
+
+    A few statements per email whatever its number of attachments: the same file arriving
+    in a concurrent store is taken, not inserted twice (`ON CONFLICT DO NOTHING`).
+    """
+    if not files:
+        return
+    first: dict[str, tuple[Part, str]] = {}
+    for part, name, sha in files:
+        first.setdefault(sha, (part, name))  # the same file twice: titled after the first
+    documents = _documents(first, actor)
+    Attachment.objects.bulk_create(
+        Attachment(
+            message=message,
+            document=documents[sha],
+            filename=_title(part)[:255],
+            content_type=part.content_type[:255],
+            content_id=(part.content_id or "")[:255],
+            inline=part.inline,
+            part_path=part.part_path,
+            size=part.size,
+        )
+        for part, _name, sha in files
     )
+
+
+def _documents(wanted: dict[str, tuple[Part, str]], actor: User | None) -> dict[str, Document]:
+    """The Document of each sha256, created (with its thumbnail) for content not seen before."""
+    found = {d.sha256: d for d in Document.objects.filter(sha256__in=list(wanted))}
+    missing = [sha for sha in wanted if sha not in found]
+    if missing:
+        now = timezone.now()
+        Document.objects.bulk_create(
+            [_new_document(sha, *wanted[sha], actor, now) for sha in missing],
+            ignore_conflicts=True,  # a concurrent store of the same file won: take its row
+        )
+        found |= {d.sha256: d for d in Document.objects.filter(sha256__in=missing)}
+    return found
+
+
+def _new_document(sha: str, part: Part, name: str, actor: User | None, now: Any) -> Document:
+    return Document(
+        sha256=sha,
+        file=name,
+        title=_title(part)[:255],
+        content_type=part.content_type[:255],
+        size=part.size,
+        owner=actor,
+        created_at=now,
+        thumbnail=thumbnails.make(part.payload, part.content_type) or "",
+    )
+
+
+def _link_documents(message: Message, record_ids: list[int], now: Any) -> None:
+    """Put the message's attachment Documents on the records (those already there stay)."""
+    if not record_ids:
+        return
+    document_ids = set(message.attachments.values_list("document_id", flat=True))
+    DocumentLink.objects.bulk_create(
+        [
+            DocumentLink(document_id=document_id, record_id=record_id, linked_at=now)
+            for record_id in record_ids
+            for document_id in sorted(document_ids)
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def _title(part: Part) -> str:
+    return part.filename or _untitled(part)
 
 
 def _headers(p: ParsedEmail) -> dict[str, Any]:
