@@ -17,11 +17,13 @@ from django.http import HttpRequest
 from crm.exceptions import Invalid
 from crm.models import (
     ChangeLog,
+    EmailTemplate,
     Field,
     FieldPermission,
     Group,
     Module,
     ModulePermission,
+    OutgoingMailSettings,
     Profile,
     Role,
     SharingRule,
@@ -168,6 +170,35 @@ class ChangeLogAdmin(SuperuserOnly, admin.ModelAdmin):
     list_display = ("at", "record_number", "module", "action", "actor")
     list_filter = ("action", "module")
     search_fields = ("record_number",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(EmailTemplate)
+class EmailTemplateAdmin(SuperuserOnly, admin.ModelAdmin):
+    """Templates offered on the compose page; merge fields are explained on the body field and
+    rendered by crm.services.mail_templates (never by the Django template engine)."""
+
+    list_display = ("name", "module", "subject", "is_active", "modified_at")
+    list_filter = ("module", "is_active")
+    search_fields = ("name", "subject")
+    fields = ("name", "module", "is_active", "subject", "body_html")
+
+
+@admin.register(OutgoingMailSettings)
+class OutgoingMailSettingsAdmin(SuperuserOnly, admin.ModelAdmin):
+    """Shown for reference only: the settings are changed on the "Outgoing mail" page, which
+    checks them and encrypts the password. The password (encrypted) is never shown here."""
+
+    exclude = ("secret",)
+    list_display = ("host", "port", "security", "from_central", "open_tracking")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "django_celery_beat",
     "crm",
     "licensing",
     "mailconnector",
@@ -114,6 +115,10 @@ DATABASES = {
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", _read("CONN_MAX_AGE", env.int, 60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Parameters bound by the server: email bodies are not escaped into the SQL text, and
+    # psycopg prepares the statements a connection repeats, so PostgreSQL plans them once.
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
@@ -138,6 +143,14 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_TIMEZONE = "UTC"
+# One periodic scan per mailbox, held in the database (mailconverter.schedule).
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Fixed entries (the DatabaseScheduler copies them into its table at start): outgoing mail
+# whose retry is due is sent again even when its Celery retry was lost or never scheduled
+# (in-process tasks schedule none).
+CELERY_BEAT_SCHEDULE = {
+    "retry-due-outgoing-mail": {"task": "crm.tasks.retry_due_outgoing", "schedule": 60.0},
+}
 
 # --- Authentication ------------------------------------------------------------------------
 AUTH_USER_MODEL = "crm.User"
@@ -206,6 +219,11 @@ CRM_PAGE_SIZE = _read("CRM_PAGE_SIZE", env.int, 50)
 # How long computed privileges stay cached; any change to roles, profiles, groups, sharing
 # or users invalidates them at once, so this only bounds memory.
 CRM_PRIVILEGES_CACHE_SECONDS = _read("CRM_PRIVILEGES_CACHE_SECONDS", env.int, 3600)
+# The largest email the CRM sends (bodies and attachments, before encoding), in bytes.
+CRM_MAIL_MAX_BYTES = _read("CRM_MAIL_MAX_BYTES", env.int, 25 * 1024 * 1024)
+# Outgoing mail the server could not take is tried again after this many seconds, then after
+# twice as long each time (at most an hour apart), 8 attempts in all.
+CRM_MAIL_RETRY_SECONDS = _read("CRM_MAIL_RETRY_SECONDS", env.int, 60)
 
 # --- Mail connector (the Outlook add-in's API) ---------------------------------------------
 ADDIN_ALLOWED_ORIGINS = _read("ADDIN_ALLOWED_ORIGINS", env.list, [])
@@ -249,9 +267,9 @@ CORS_PREFLIGHT_MAX_AGE = 86400
 CORS_ALLOW_PRIVATE_NETWORK = True
 
 # --- Mail converter ------------------------------------------------------------------------
-# Keys that encrypt mailbox passwords at rest (Fernet): comma-separated, the first encrypts,
-# all decrypt, so a key is rotated by putting the new one first and running
-# `mailconverter.secrets.rotate` over the rows. Each entry is a Fernet key
+# Keys that encrypt secrets at rest (mailbox, OAuth2 and SMTP passwords; Fernet):
+# comma-separated, the first encrypts, all decrypt, so a key is rotated by putting the new one
+# first and running `manage.py rotate_secrets`. Each entry is a Fernet key
 # (`Fernet.generate_key()`) or any passphrase (stretched with SHA-256). Unset: a key derived
 # from SECRET_KEY, so changing SECRET_KEY then makes stored mailbox passwords unreadable.
 FIELD_ENCRYPTION_KEY = _read("FIELD_ENCRYPTION_KEY", env.str, "")
@@ -269,6 +287,11 @@ CONVERTER_LEASE_SECONDS = _read("CONVERTER_LEASE_SECONDS", env.int, 300)
 # Messages fetched per round trip, and the bytes one batch may hold.
 CONVERTER_FETCH_BATCH = _read("CONVERTER_FETCH_BATCH", env.int, 50)
 CONVERTER_FETCH_BATCH_BYTES = _read("CONVERTER_FETCH_BATCH_BYTES", env.int, 32 * 1024 * 1024)
+# Directories of .eml files a mailbox may read instead of a server (host "local:<dir>",
+# mailconverter.localsource), comma-separated; relative to the project. Default: the sample.
+CONVERTER_LOCAL_SOURCES = _read(
+    "CONVERTER_LOCAL_SOURCES", env.list, [str(BASE_DIR / "fixtures" / "sample_mailbox")]
+)
 
 # --- Single sign-on ------------------------------------------------------------------------
 # OpenID Connect providers offered by the add-in ("Sign in with ..."), as a JSON list in

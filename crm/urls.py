@@ -7,8 +7,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/addin/v1/", include("mailconnector.api.urls")),
     path("settings/mail-connector/", include("licensing.web.urls")),
+    path("settings/mail-converter/", include("mailconverter.web.urls")),
     path("account/", include("mailconnector.web.urls")),
     path("addin/", include("mailconnector.addin_urls")),
+    path("mail-tickets/", include("mailconverter.ticket_urls")),
+    path("mail-answers/", include("mailconverter.answer_urls")),
     path("", include("crm.web.urls")),
 ]
 

@@ -12,6 +12,15 @@ from crm.models.access import (
 from crm.models.changelog import ChangeLog
 from crm.models.comments import Comment
 from crm.models.documents import Document, DocumentLink
+from crm.models.mail import (
+    EmailTemplate,
+    MailCopy,
+    MailOpen,
+    OutgoingMail,
+    OutgoingMailSettings,
+    SmtpSecurity,
+    SmtpSettings,
+)
 from crm.models.messages import Attachment, Message, MessageLink, QuarantinedMessage
 from crm.models.modules import Field, Module
 from crm.models.records import Record, RecordAddress, RecordReference
@@ -22,13 +31,18 @@ __all__ = [
     "Comment",
     "Document",
     "DocumentLink",
+    "EmailTemplate",
     "Field",
     "FieldPermission",
     "Group",
+    "MailCopy",
+    "MailOpen",
     "Message",
     "MessageLink",
     "Module",
     "ModulePermission",
+    "OutgoingMail",
+    "OutgoingMailSettings",
     "Profile",
     "QuarantinedMessage",
     "Record",
@@ -36,5 +50,7 @@ __all__ = [
     "RecordReference",
     "Role",
     "SharingRule",
+    "SmtpSecurity",
+    "SmtpSettings",
     "User",
 ]

@@ -16,6 +16,9 @@ class Comment(models.Model):
     body = models.TextField()
     created_at = models.DateTimeField()
     via_mail = models.BooleanField(default=False)
+    # What became of mailing this comment to the customer ("Mailed to …", "Not mailed: …");
+    # blank when nobody was to be mailed. Written by the app that mails it (crm.hooks).
+    mail_note = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from crm import access
+from crm import access, hooks
 from crm.exceptions import Invalid
 from crm.models import (
     ChangeLog,
@@ -123,10 +123,20 @@ def purge(*, actor: User, record: Record) -> None:
 
 @transaction.atomic
 def add_comment(
-    *, actor: User, record: Record, body: str, author_address: str = "", via_mail: bool = False
+    *,
+    actor: User,
+    record: Record,
+    body: str,
+    author_address: str = "",
+    via_mail: bool = False,
+    mail_note: str = "",
 ) -> Comment:
     """A comment by the actor, or, with `author_address`, a customer's comment that came by mail
-    (the actor is then whoever brought it in, such as a mailbox's owner)."""
+    (the actor is then whoever brought it in, such as a mailbox's owner).
+
+    `mail_note` says the comment's text was already mailed (an answer by mail). Once the
+    comment is committed, `crm.hooks.comment_added` lets other apps act on it.
+    """
     access.require(actor, "view", record)
     body = body.strip()
     if not body:
@@ -138,8 +148,10 @@ def add_comment(
         body=body,
         created_at=timezone.now(),
         via_mail=via_mail,
+        mail_note=mail_note[:500],
     )
     _log(record, actor, ChangeLog.Action.COMMENT, {"comment": [None, body[:200]]})
+    transaction.on_commit(lambda: hooks.comment_added.send(sender=Comment, comment=comment))
     return comment
 
 

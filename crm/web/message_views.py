@@ -21,6 +21,7 @@ from crm.exceptions import NotFound
 from crm.models import Attachment, Record
 from crm.selectors import messages as message_selectors
 from crm.selectors import records as record_selectors
+from crm.services import tracking
 from crm.web import downloads
 
 PART_SALT = "crm.inline-part"
@@ -73,7 +74,8 @@ def message_body(request: HttpRequest, module: str, pk: int, message_id: int) ->
         return part_url(part) if part else None
 
     clean = sanitize_html(message.html_body, allow_remote_images=remote, cid_url=cid_url)
-    response = render(request, "crm/message_body.html", {"html": clean.html})
+    html = tracking.without_own_pixels(clean.html)  # quoted in a reply: never counted here
+    response = render(request, "crm/message_body.html", {"html": html})
     response["Content-Security-Policy"] = FRAME_POLICY.format(
         remote=" https: http:" if remote else ""
     )

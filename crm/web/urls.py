@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from crm.web import message_views, views
+from crm.web import compose_views, message_views, outgoing_views, views
 
 crm_patterns = [
     path("", views.home, name="home"),
@@ -17,6 +17,7 @@ crm_patterns = [
     path("m/<str:module>/<int:pk>/delete/", views.record_delete, name="record_delete"),
     path("m/<str:module>/<int:pk>/comments/", views.comment_add, name="comment_add"),
     path("m/<str:module>/<int:pk>/tab/<str:tab>/", views.record_tab, name="record_tab"),
+    path("m/<str:module>/<int:pk>/compose/", compose_views.compose, name="compose"),
     path(
         "m/<str:module>/<int:pk>/emails/<int:message_id>/",
         message_views.message_detail,
@@ -48,6 +49,10 @@ crm_patterns = [
         name="document_thumbnail",
     ),
     path("inline/<str:token>/", message_views.inline_part, name="inline_part"),
+    # Open tracking: public, signed (crm.services.tracking).
+    path("t/<str:token>.gif", compose_views.open_pixel, name="open_pixel"),
+    path("settings/outgoing-mail/", outgoing_views.outgoing_settings, name="outgoing_settings"),
+    path("settings/outgoing-mail/test/", outgoing_views.outgoing_test, name="outgoing_test"),
 ]
 
 urlpatterns = [

@@ -14,9 +14,12 @@ from django.views.decorators.http import require_POST
 from crm import access
 from crm.exceptions import Invalid, NotFound
 from crm.models.modules import FieldType
+from crm.selectors import compose as compose_selectors
 from crm.selectors import messages as message_selectors
 from crm.selectors import records as selectors
+from crm.services import mail, tracking
 from crm.services import records as record_service
+from crm.web import extensions
 from crm.web.forms import RecordForm
 from crm.web.http import AuthedRequest
 
@@ -59,6 +62,7 @@ def record_list(request: AuthedRequest, module: str) -> HttpResponse:
         "sort": sort,
         "columns": columns,
         "can_create": access.can_create(request.user, mod),
+        "list_actions": extensions.list_actions(request.user, mod),
     }
     # htmx asks for the table alone, except when it restores a page missing from its history
     # cache; the same URL then serves two bodies, so caches must key on HX-Request.
@@ -82,6 +86,9 @@ def record_detail(request: AuthedRequest, module: str, pk: int) -> HttpResponse:
             "fields": selectors.shown_fields(request.user, record),
             "can_edit": access.can(request.user, "edit", record),
             "can_delete": access.can(request.user, "delete", record),
+            "can_compose": compose_selectors.can_compose(request.user, record),
+            "extra_actions": extensions.record_actions(request.user, record),
+            "panels": extensions.record_panels(request.user, record),
             "tabs": TABS,
             "active_tab": request.GET.get("tab") if request.GET.get("tab") in TABS else TABS[0],
         },
@@ -97,10 +104,12 @@ def record_tab(request: AuthedRequest, module: str, pk: int, tab: str) -> HttpRe
     context: dict[str, object] = {"module": mod, "record": record, "tabs": TABS, "tab": tab}
     if tab == "comments":
         context["comments"] = selectors.comments(request.user, record)
+        context["comment_hints"] = extensions.comment_hints(request.user, record)
     elif tab == "messages":
-        context["page"] = message_selectors.record_messages(
-            request.user, record, page=request.GET.get("page")
-        )
+        page = message_selectors.record_messages(request.user, record, page=request.GET.get("page"))
+        context["page"] = page
+        context["deliveries"] = mail.delivery_status(request.user, record)
+        context["opens"] = tracking.opens_by_message(request.user, list(page.object_list))
     elif tab == "documents":
         context["documents"] = message_selectors.record_documents(request.user, record)
     elif tab == "history":
