@@ -29,6 +29,7 @@ from crm.exceptions import Invalid
 from crm.models import Message, MessageLink, Module, Record, User
 from crm.services import ingest
 from crm.services import records as record_service
+from mailconverter import tickets
 from mailconverter.models import LedgerEntry, Mailbox, Outcome
 from mailconverter.rules import find_ticket_number
 
@@ -89,11 +90,11 @@ def create_ticket(action: Mapping[str, Any], ctx: MailContext) -> ActionResult:
     if company is None:
         company = _first(_by_address(ctx.owner, COMPANIES, [sender], domains=True))
     made: list[Record] = []
-    lead = None
+    lead = created_lead = None
     if contact is None and company is None and action.get("create_lead"):
-        lead = _first(_by_address(ctx.owner, LEADS, [sender])) or _create_person(
-            ctx, LEADS, ctx.message.from_name, sender
-        )
+        lead = _first(_by_address(ctx.owner, LEADS, [sender]))
+        if lead is None:
+            lead = created_lead = _create_person(ctx, LEADS, ctx.message.from_name, sender)
         made.append(lead)
     data: dict[str, Any] = {
         "title": _title(ctx.message.subject),
@@ -109,6 +110,9 @@ def create_ticket(action: Mapping[str, Any], ctx: MailContext) -> ActionResult:
     ticket = record_service.create(actor=ctx.owner, module=module, data=data, owner=ctx.owner)
     for record in (ticket, *made):
         ingest.link(message=ctx.message, record=record, actor=None, via=VIA)
+    tickets.record_origin(
+        ticket=ticket, mailbox=ctx.mailbox, message=ctx.message, created_lead=created_lead
+    )
     return ActionResult(True, Outcome.CREATED, [ticket, *made])
 
 

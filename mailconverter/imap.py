@@ -1,9 +1,9 @@
 """One IMAP session for the converter, on IMAPClient, with errors told in words.
 
 What the scan loop needs and nothing more: connect (SSL/TLS, STARTTLS or none, a socket
-timeout on every read), log in (PLAIN or LOGIN), list folders, SELECT with UIDVALIDITY, UID
-SEARCH from a cursor, sizes first, bodies in batches with BODY.PEEK[] (which never sets \\Seen,
-RFC 3501 §6.4.5), then \\Seen or a move once the CRM has committed.
+timeout on every read), log in (PLAIN, LOGIN or XOAUTH2), list folders, SELECT with
+UIDVALIDITY, UID SEARCH from a cursor, sizes first, bodies in batches with BODY.PEEK[] (which
+never sets \\Seen, RFC 3501 §6.4.5), then \\Seen or a move once the CRM has committed.
 
 Every failure becomes `ImapError` whose message an administrator can act on ("wrong username
 or password", "certificate error: …", "no such host", "no answer within 60 seconds").
@@ -69,10 +69,10 @@ class ConnectionSettings:
     host: str
     port: int
     username: str
-    password: str = field(repr=False)
+    password: str = field(repr=False)  # for "xoauth2": the OAuth2 access token
     security: str = "ssl"  # "ssl", "starttls", "none"
     verify_certificate: bool = True
-    auth: str = "plain"  # "plain", "login"
+    auth: str = "plain"  # "plain", "login", "xoauth2"
     timeout: float = 60.0
     ca_file: str = ""  # a private CA's certificates (PEM), trusted besides the system's
 
@@ -159,6 +159,8 @@ class Session:
                     client.starttls(context)
                 if s.auth == "login":
                     client.login(s.username, s.password)
+                elif s.auth == "xoauth2":
+                    _xoauth2_login(client, s.username, s.password)
                 else:
                     client.plain_login(s.username, s.password)
                 self.capabilities = frozenset(c.upper() for c in client.capabilities())
@@ -338,6 +340,27 @@ def _batches(
         yield group
 
 
+def _xoauth2_login(client: IMAPClient, user: str, token: str) -> None:
+    """XOAUTH2, the SASL mechanism of Gmail and Microsoft 365.
+
+    A server that refuses the token sends its reason as a JSON challenge and waits for an empty
+    answer before it says NO (Google's "OAuth 2.0 Mechanism" description); IMAPClient's own
+    `oauth2_login` would send the token again instead. The reason is kept for the error.
+    """
+    said: list[str] = []
+
+    def respond(challenge: bytes) -> str:
+        if challenge:
+            said.append(challenge.decode("utf-8", "replace"))
+            return ""
+        return f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+    try:
+        client.sasl_login("XOAUTH2", respond)
+    except LoginError as exc:
+        raise LoginError(" ".join([str(exc), *said])) from exc
+
+
 def _shutdown(client: IMAPClient) -> None:
     with contextlib.suppress(OSError, IMAPClientError, imaplib.IMAP4.error):
         client.shutdown()
@@ -365,6 +388,11 @@ class _described:
 
 def _words(exc: BaseException, s: ConnectionSettings) -> str:
     where = f"{s.host}:{s.port}"
+    if isinstance(exc, LoginError) and s.auth == "xoauth2":
+        return (
+            f"The server refused the OAuth2 access token for {s.username} "
+            f"(the server said: {_said(exc)}). Reconnect the mailbox if this persists."
+        )
     if isinstance(exc, LoginError):
         return f"Wrong username or password for {s.username} (the server said: {_said(exc)})."
     if isinstance(exc, socket.gaierror):

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from crm.models import SmtpSecurity, SmtpSettings
 from mailconverter import secrets
 
 
@@ -23,6 +24,7 @@ class Mailbox(models.Model):
     class Auth(models.TextChoices):
         PLAIN = "plain", "PLAIN"
         LOGIN = "login", "LOGIN"
+        XOAUTH2 = "xoauth2", "OAuth2 (XOAUTH2: Microsoft 365, Gmail)"
 
     class LookFor(models.TextChoices):
         ALL = "all", "All new mail"
@@ -42,6 +44,15 @@ class Mailbox(models.Model):
     # Fernet token (mailconverter.secrets); the password itself is never stored nor shown.
     secret = models.TextField(blank=True, editable=False)
     auth = models.CharField(max_length=8, choices=Auth.choices, default=Auth.PLAIN)
+    # OAuth2 (XOAUTH2): the app registration and its tokens (mailconverter.oauth2). Secrets and
+    # tokens are Fernet tokens like `secret`, never shown back.
+    oauth2_token_url = models.URLField("OAuth2 token endpoint", max_length=500, blank=True)
+    oauth2_client_id = models.CharField("OAuth2 client id", max_length=255, blank=True)
+    oauth2_client_secret = models.TextField(blank=True, editable=False)
+    oauth2_scope = models.CharField("OAuth2 scope", max_length=1000, blank=True)
+    oauth2_refresh_token = models.TextField(blank=True, editable=False)
+    oauth2_access_token = models.TextField(blank=True, editable=False)
+    oauth2_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     address = models.EmailField(
         blank=True, help_text="The mailbox's own address; mail from it is never converted."
     )
@@ -189,6 +200,8 @@ class LedgerEntry(models.Model):
     after_scan_pending = models.BooleanField(default=False)
     created_at = models.DateTimeField()
     processed_at = models.DateTimeField(null=True, blank=True)
+    # "Mark as spam" owes the server a move to the mailbox's spam folder (done by the next scan).
+    spam_move_pending = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -245,6 +258,7 @@ class QuarantinedMail(models.Model):
 
 class ScanRun(models.Model):
     class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         OK = "ok", "Finished"
         FAILED = "failed", "Failed"
@@ -257,6 +271,10 @@ class ScanRun(models.Model):
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
     counts = models.JSONField(default=dict, blank=True)  # outcome -> number of messages
     error = models.TextField(blank=True)
+    # Progress while it runs: the folder being scanned and its messages done of total.
+    folder = models.CharField(max_length=1000, blank=True)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-started_at"]
@@ -283,3 +301,102 @@ class BlockedSender(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+
+class TicketOrigin(models.Model):
+    """Where a converter ticket came from: the "Mail information" on the ticket's page, and
+    what "Mark as spam" binds, blocks and moves."""
+
+    ticket = models.OneToOneField(
+        "crm.Record", on_delete=models.CASCADE, related_name="mail_origin"
+    )
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="ticket_origins"
+    )
+    ledger_entry = models.ForeignKey(
+        LedgerEntry, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.ForeignKey(
+        "crm.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    sender_address = models.CharField(max_length=320, blank=True)
+    sender_name = models.CharField(max_length=255, blank=True)
+    recipients = models.JSONField(default=dict, blank=True)  # {"to": [{name, email}], "cc": […]}
+    # The Lead the converter made for this ticket alone (None when it found an existing one).
+    created_lead = models.ForeignKey(
+        "crm.Record", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    received_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.ticket_id} from {self.sender_address}"
+
+
+class SpamMark(models.Model):
+    """One "Mark as spam": what it binned, blocked and queued, so that Undo puts it all back."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    tickets = models.ManyToManyField("crm.Record", related_name="+")
+    leads = models.ManyToManyField("crm.Record", blank=True, related_name="+")
+    ledger_entries = models.ManyToManyField(LedgerEntry, blank=True, related_name="spam_marks")
+    # Senders this mark blocked (not those blocked before): [{"mailbox": id, "address": …}].
+    blocked = models.JSONField(default=list, blank=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"spam mark {self.pk} by {self.actor_id}"
+
+
+class MailboxSmtp(models.Model):
+    """How "Answer by mail (info)" and mailed comments leave from this mailbox's address.
+
+    Blank host: the mailbox's own server; blank user name: the mailbox's user and password.
+    """
+
+    mailbox = models.OneToOneField(
+        Mailbox, on_delete=models.CASCADE, primary_key=True, related_name="smtp"
+    )
+    host = models.CharField(
+        "SMTP server", max_length=255, blank=True, help_text="Blank: the mailbox's server."
+    )
+    port = models.PositiveIntegerField(default=587)
+    security = models.CharField(
+        max_length=8, choices=SmtpSecurity.choices, default=SmtpSecurity.STARTTLS
+    )
+    username = models.CharField(
+        max_length=320, blank=True, help_text="Blank: the mailbox's user name and password."
+    )
+    # Fernet token (crm.secrets), like the mailbox's own password.
+    secret = models.TextField(blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "mailbox SMTP settings"
+        verbose_name_plural = "mailbox SMTP settings"
+
+    def __str__(self) -> str:
+        return f"{self.mailbox}: {self.host or self.mailbox.host}:{self.port}"
+
+    def set_password(self, plain: str) -> None:
+        self.secret = secrets.encrypt(plain) if plain else ""
+
+    def smtp_settings(self) -> SmtpSettings:
+        """The plain settings the CRM's sending core takes (`crm.services.mail.send(smtp=…)`)."""
+        own_login = bool(self.username)
+        return SmtpSettings(
+            host=self.host or self.mailbox.host,
+            port=self.port,
+            security=self.security,
+            username=self.username if own_login else self.mailbox.username,
+            password=secrets.decrypt(self.secret) if own_login else self.mailbox.password,
+            verify_certificate=self.mailbox.verify_certificate,
+        )

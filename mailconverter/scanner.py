@@ -27,6 +27,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,12 +38,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from crm import access
 from crm.email.addresses import normalise_email
 from crm.email.parse import ParsedEmail, identity, parse
 from crm.email.sanitize import html_to_text
-from crm.models import Message, Module, User
+from crm.models import Message, Module, Record, User
 from crm.services import blobs, ingest
-from mailconverter import actions, loops, rules
+from mailconverter import actions, loops, pec, rules, spam
 from mailconverter.imap import ConnectionSettings, ImapError, Session
 from mailconverter.models import (
     BlockedSender,
@@ -77,12 +79,19 @@ class LeaseLost(Exception):
 
 
 def connection_settings(mailbox: Mailbox) -> ConnectionSettings:
+    """How to reach the mailbox; for XOAUTH2 a valid access token, refreshed if need be.
+
+    Raises `oauth2.OAuth2Error` (an ImapError) when no token can be had.
+    """
+    from mailconverter import oauth2
+
     options = mailbox.connection_options or {}
+    xoauth2 = mailbox.auth == Mailbox.Auth.XOAUTH2
     return ConnectionSettings(
         host=mailbox.host,
         port=mailbox.port,
         username=mailbox.username,
-        password=mailbox.password,
+        password=oauth2.access_token(mailbox) if xoauth2 else mailbox.password,
         security=mailbox.security,
         verify_certificate=mailbox.verify_certificate,
         auth=mailbox.auth,
@@ -115,20 +124,26 @@ def scan(
     session_factory: SessionFactory = Session,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    run: ScanRun | None = None,
 ) -> ScanRun:
     """Scan every selected folder of the mailbox once; returns the ScanRun written.
 
     `should_stop` is asked between messages (a SIGTERM handler sets it): the scan then
     finishes the message at hand, flags what committed, moves the cursor and ends.
+    `run` is a run queued by "Scan now": it goes QUEUED -> RUNNING -> finished, with progress.
     """
-    run = ScanRun.objects.create(mailbox=mailbox, started_at=timezone.now())
+    if run is None:
+        run = ScanRun.objects.create(mailbox=mailbox, started_at=timezone.now())
+    else:
+        run.status, run.started_at = ScanRun.Status.RUNNING, timezone.now()
+        run.save(update_fields=["status", "started_at"])
     token = _acquire(mailbox)
     if token is None:
         run.status = ScanRun.Status.BUSY
         run.finished_at = timezone.now()
         run.save(update_fields=["status", "finished_at"])
         return run
-    ctx = _context(mailbox, token, progress)
+    ctx = _context(mailbox, token, _RunProgress(run, progress))
     if should_stop is not None:
         ctx.should_stop = should_stop
     try:
@@ -158,6 +173,22 @@ def scan(
         run.error = "\n".join(ctx.errors)[:10_000]
         run.save(update_fields=["finished_at", "counts", "error", "status"])
     return run
+
+
+class _RunProgress:
+    """Writes the run's progress for the page (a cheap UPDATE by pk), at most once a second
+    and at each folder's start and end, and passes it on to the caller's progress callback."""
+
+    def __init__(self, run: ScanRun, then: Progress | None) -> None:
+        self.run, self.then, self.written_at, self.folder = run, then, 0.0, ""
+
+    def __call__(self, folder: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if folder != self.folder or done >= total or now - self.written_at >= 1.0:
+            self.folder, self.written_at = folder, now
+            ScanRun.objects.filter(pk=self.run.pk).update(folder=folder, done=done, total=total)
+        if self.then is not None:
+            self.then(folder, done, total)
 
 
 def _folders(mailbox: Mailbox) -> list[Folder]:
@@ -235,6 +266,8 @@ def _scan_folder(ctx: _Scan, imap: Session, folder: Folder) -> None:
     sizes = imap.sizes(todo) if todo else {}
     limit = settings.CONVERTER_MAX_MESSAGE_BYTES
     done = 0
+    if ctx.progress:
+        ctx.progress(folder.name, done, len(todo))
     for uid in todo:
         if sizes.get(uid, 0) > limit:
             entry = _oversize(ctx, folder, validity, uid, sizes[uid], imap.header(uid))
@@ -269,6 +302,7 @@ def _scan_folder(ctx: _Scan, imap: Session, folder: Folder) -> None:
     for uid in todo:
         settled.setdefault(uid, uid not in sizes)
     cursor.advance()
+    spam.move_pending(imap, folder, validity)  # "Mark as spam" moves, queued and committed
     Folder.objects.filter(pk=folder.pk).update(last_scan_at=timezone.now())
 
 
@@ -335,15 +369,17 @@ def process(
             if entry.outcome != Outcome.FAILED:
                 return entry
             entry.rule = None
-            entry.records.clear()
+            if entry.attempts > 1:  # a first attempt has no records to forget
+                entry.records.clear()
             _convert(ctx, entry, raw, head, folder)
             entry.error = ""
             entry.processed_at = timezone.now()
             entry.after_scan_pending = _wants_after_scan(ctx.mailbox, entry.outcome)
             entry.save()
-            QuarantinedMail.objects.filter(entry=entry, resolved_at=None).update(
-                resolved_at=entry.processed_at
-            )
+            if entry.attempts > 1:  # only a repeat attempt can have quarantined bytes
+                QuarantinedMail.objects.filter(entry=entry, resolved_at=None).update(
+                    resolved_at=entry.processed_at
+                )
         return entry
     except LeaseLost:
         raise
@@ -363,6 +399,9 @@ def _start_attempt(
 ) -> LedgerEntry:
     """Count the attempt and commit it before any work; a repeat attempt keeps the bytes first."""
     now = timezone.now()
+    first = _first_attempt(ctx, folder, uidvalidity, uid, key, head, raw)
+    if first is not None:
+        return first
     with transaction.atomic():
         entry, _ = LedgerEntry.objects.select_for_update().get_or_create(
             mailbox=ctx.mailbox,
@@ -390,7 +429,47 @@ def _start_attempt(
     return entry
 
 
+def _first_attempt(
+    ctx: _Scan,
+    folder: Folder,
+    uidvalidity: int,
+    uid: int,
+    key: str,
+    head: ParsedEmail,
+    raw: bytes,
+) -> LedgerEntry | None:
+    """A message never seen: its row, attempt 1 counted, in one INSERT (one round trip and one
+    commit instead of five statements). None when the row exists: the locking path decides."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            return LedgerEntry.objects.create(
+                mailbox=ctx.mailbox,
+                folder=folder,
+                uidvalidity=uidvalidity,
+                uid=uid,
+                identity=key,
+                outcome=Outcome.FAILED,
+                sender=_sender(head),
+                subject=head.subject[:1000],
+                size=len(raw),
+                created_at=now,
+                attempts=1,
+                error="Processing started and did not finish (the worker stopped?).",
+                reason=f"attempt 1 of {settings.CONVERTER_MAX_ATTEMPTS}",
+                processed_at=now,
+            )
+    except IntegrityError:
+        return None
+
+
 def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, folder: Folder) -> None:
+    envelope: bytes | None = None
+    if ctx.mailbox.is_pec:
+        unwrapped = _pec_view(ctx, entry, raw, head, folder)
+        if unwrapped is None:
+            return  # a PEC receipt: settled
+        raw, head, envelope = unwrapped
     sender = entry.sender
     if sender and BlockedSender.objects.filter(mailbox=ctx.mailbox, address=sender).exists():
         entry.outcome, entry.reason = Outcome.BLOCKED, f"{sender} is blocked on this mailbox"
@@ -415,6 +494,8 @@ def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, fold
     )
     entry.message = stored.message
     message = stored.message
+    if envelope is not None:  # the certified envelope, byte for byte (mailconverter.pec)
+        entry.message = _store(ctx, entry, envelope, folder)
     body = message.text_body or (html_to_text(message.html_body) if message.html_body else "")
     facts = rules.Facts(
         sender=(message.from_name, message.from_address),
@@ -462,6 +543,51 @@ def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, fold
     entry.reason = "; ".join(r.reason for r in results if r.reason)[:500]
     entry.save()
     entry.records.add(*{r.pk: r for result in results for r in result.records}.values())
+    if envelope is not None and entry.message is not None:
+        _link_all(entry.message, entry.records.all())  # daticert.xml goes where the original did
+
+
+def _pec_view(
+    ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, folder: Folder
+) -> tuple[bytes, ParsedEmail, bytes | None] | None:
+    """A PEC mailbox's message as the rules should see it (see mailconverter.pec).
+
+    None for a receipt (settled here: kept on the records of the email it is about, if the CRM
+    holds that email). An envelope becomes the original it carries, whose identity, sender
+    and subject the ledger row takes; anything else stays as it is.
+    """
+    seen = pec.view(raw)
+    if seen.receipt is not None:
+        entry.outcome, entry.reason = Outcome.LOOP, seen.reason
+        linked = Record.objects.filter(
+            message_links__message__message_id=seen.riferimento or "-", deleted_at=None
+        ).distinct()
+        records = [r for r in linked if access.can(ctx.owner, "edit", r)]
+        if records:
+            entry.message = _store(ctx, entry, raw, folder)
+            _link_all(entry.message, records)
+            entry.records.add(*records)
+            numbers = ", ".join(r.number or str(r.pk) for r in records)
+            entry.reason = f"{seen.reason} for <{seen.riferimento}>, kept on {numbers}"[:500]
+        return None
+    if seen.original is None or seen.identity is None:
+        return raw, head, None
+    head = parse(_header_section(seen.original))
+    entry.identity, entry.sender = seen.identity, _sender(head)
+    entry.subject = head.subject[:1000]
+    LedgerEntry.objects.filter(pk=entry.pk).update(identity=entry.identity)  # before _claim
+    return seen.original, head, raw
+
+
+def _store(ctx: _Scan, entry: LedgerEntry, raw: bytes, folder: Folder) -> Message:
+    origin = f"{ctx.mailbox.name}/{folder.name} UID {entry.uid}"
+    return ingest.store(raw, source=Message.Source.CONVERTER, origin=origin).message
+
+
+def _link_all(message: Message, records: Iterable[Record]) -> None:
+    for record in records:
+        if record.module.accepts_messages:
+            ingest.link(message=message, record=record, actor=None, via=Message.Source.CONVERTER)
 
 
 def _claim(entry: LedgerEntry) -> bool:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # First run on the embedded default: SQLite, local files, in-process tasks.
-# Creates the environment, migrates, loads the demo data, starts the server on 127.0.0.1:8000
-# and prints the demo logins.
+# Creates the environment, migrates, loads the demo data, converts the sample mailbox into
+# tickets, starts the server on 127.0.0.1:8000 and prints the demo logins.
 source "$(dirname "$0")/common.sh"
 ensure_venv dev
 export DEBUG=${DEBUG:-0}
@@ -17,6 +17,8 @@ echo "== Preparing the database (var/crm.sqlite3)"
 .venv/bin/python manage.py migrate --no-input -v0
 .venv/bin/python manage.py collectstatic --no-input -v0
 .venv/bin/python manage.py load_demo
+echo "== Converting the sample mailbox (fixtures/sample_mailbox) into tickets"
+.venv/bin/python manage.py mailconverter_demo
 if [ ! -f var/demo-license.key ]; then
     echo "== Activating a demo license for the Outlook Mail Connector"
     .venv/bin/python manage.py license_issue --private-key var/demo-vendor.pem \

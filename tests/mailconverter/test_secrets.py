@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
@@ -39,3 +40,36 @@ def test_rotation_keeps_old_tokens_readable_and_rewrites_them_with_the_new_key(
     assert secrets.decrypt(rotated) == "pw"
     with pytest.raises(secrets.SecretError):
         secrets.decrypt(token)
+
+
+@pytest.mark.django_db
+def test_the_rotate_command_rewrites_every_kind_of_stored_secret(settings: Any, org: Any) -> None:
+    from django.core.management import call_command
+
+    from crm.models import OutgoingMailSettings
+    from mailconverter.models import Mailbox, MailboxSmtp
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEY = old
+    box = Mailbox(name="support", host="imap.example.com", username="s@x.test", owner=org.admin)
+    box.set_password("mailbox-pw")
+    box.oauth2_refresh_token = secrets.encrypt("refresh-pw")
+    box.save()
+    smtp = MailboxSmtp(mailbox=box, username="info@x.test")
+    smtp.set_password("info-pw")
+    smtp.save()
+    outgoing = OutgoingMailSettings(host="smtp.example.com")
+    outgoing.set_password("smtp-pw")
+    outgoing.save()
+
+    settings.FIELD_ENCRYPTION_KEY = f"{new},{old}"
+    call_command("rotate_secrets", stdout=io.StringIO())
+    settings.FIELD_ENCRYPTION_KEY = new  # the old key dropped: everything still reads
+
+    box.refresh_from_db()
+    smtp.refresh_from_db()
+    outgoing.refresh_from_db()
+    assert box.password == "mailbox-pw"
+    assert secrets.decrypt(box.oauth2_refresh_token) == "refresh-pw"
+    assert secrets.decrypt(smtp.secret) == "info-pw"
+    assert outgoing.password == "smtp-pw"

@@ -1,0 +1,232 @@
+"""OAuth2 access tokens for XOAUTH2 mailboxes (Microsoft 365, Gmail), refreshed before they expire.
+
+An administrator connects a mailbox once: the provider's consent pages hand out a refresh
+token, `services.set_oauth2` stores it with the app registration (token endpoint, client id and
+secret, scope). From then on every scan and every "Test connection" asks `access_token()`: the
+stored access token while it has more than `REFRESH_MARGIN` to live, else a new one from the
+token endpoint (RFC 6749 §6, `grant_type=refresh_token`).
+
+Providers may rotate refresh tokens (Microsoft's may change on every refresh); the new one
+replaces the old in the same transaction as the access token, because the old one can stop
+working at once.
+
+The refresh runs under the mailbox row's lock (SELECT … FOR UPDATE): a second worker waits,
+then finds the fresh token and does not refresh again. With a rotating provider a second
+refresh would be worse than wasteful: it would present the refresh token the first one had
+just used up, and the mailbox would look revoked.
+
+Every failure is an `OAuth2Error`, an `ImapError`, so scans and "Test connection" report it in
+the same words an administrator can act on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from django.db import transaction
+from django.utils import timezone
+
+from mailconverter import secrets
+from mailconverter.imap import ImapError
+from mailconverter.models import Mailbox
+
+__all__ = ["REFRESH_MARGIN", "OAuth2Error", "access_token", "check_token_url"]
+
+# A token about to expire is refreshed first: a scan may take minutes after its login.
+REFRESH_MARGIN = timedelta(minutes=5)
+# RFC 6749 §5.1 makes `expires_in` only RECOMMENDED; Google and Microsoft give an hour.
+DEFAULT_LIFETIME = timedelta(hours=1)
+TIMEOUT = 30.0  # seconds for the token endpoint's answer
+_MAX_ANSWER = 1 << 20
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+class OAuth2Error(ImapError):
+    """No access token could be had; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class _Grant:
+    access_token: str
+    expires_at: datetime
+    refresh_token: str  # "" when the provider keeps the old one
+
+
+def access_token(mailbox: Mailbox) -> str:
+    """A valid access token for the mailbox, refreshed (and stored) when it is about to expire.
+
+    The caller's `mailbox` gets the stored tokens too, so it does not refresh again.
+    """
+    if not _fresh(mailbox):
+        with transaction.atomic():
+            locked = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
+            # Another worker may have refreshed while this one waited for the lock.
+            if not _fresh(locked):
+                _store(locked, _refresh(locked))
+        mailbox.oauth2_access_token = locked.oauth2_access_token
+        mailbox.oauth2_expires_at = locked.oauth2_expires_at
+        mailbox.oauth2_refresh_token = locked.oauth2_refresh_token
+    return _decrypt(mailbox.oauth2_access_token)
+
+
+def check_token_url(url: str) -> None:
+    """Refresh tokens and client secrets travel only over HTTPS (plain HTTP on loopback)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return
+    raise OAuth2Error(
+        f"The OAuth2 token endpoint must be an https:// address (got {url or 'nothing'})."
+    )
+
+
+# --- the refresh -------------------------------------------------------------------------------
+
+
+def _fresh(mailbox: Mailbox) -> bool:
+    expires_at = mailbox.oauth2_expires_at
+    return bool(mailbox.oauth2_access_token) and (
+        expires_at is not None and expires_at - REFRESH_MARGIN > timezone.now()
+    )
+
+
+def _refresh(mailbox: Mailbox) -> _Grant:
+    refresh_token = _decrypt(mailbox.oauth2_refresh_token)
+    if not refresh_token:
+        raise OAuth2Error(
+            f"The mailbox {mailbox.name} has no OAuth2 refresh token: connect it again."
+        )
+    url = mailbox.oauth2_token_url
+    check_token_url(url)
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": mailbox.oauth2_client_id,
+    }
+    client_secret = _decrypt(mailbox.oauth2_client_secret)
+    if client_secret:  # RFC 6749 §2.3.1: credentials in the body, as Google and Microsoft take
+        form["client_secret"] = client_secret
+    if mailbox.oauth2_scope:
+        form["scope"] = mailbox.oauth2_scope
+    status, answer = _post(url, form)
+    if status != 200:
+        raise OAuth2Error(_refused(url, status, answer))
+    return _grant(url, answer)
+
+
+def _post(url: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(  # noqa: S310 (check_token_url allows http(s) only)
+        url,
+        data=urlencode(form).encode("ascii"),
+        headers={
+            "Accept": "application/json",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+        method="POST",
+    )
+    host = urlsplit(url).netloc
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
+            return int(response.status), _json(response.read(_MAX_ANSWER))
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, _json(exc.read(_MAX_ANSWER))
+    except urllib.error.URLError as exc:
+        raise OAuth2Error(
+            f"The OAuth2 token endpoint {host} could not be reached: {exc.reason}."
+        ) from exc
+    except TimeoutError as exc:
+        raise OAuth2Error(
+            f"The OAuth2 token endpoint {host} did not answer within {TIMEOUT:g} seconds."
+        ) from exc
+    except OSError as exc:
+        raise OAuth2Error(
+            f"The OAuth2 token endpoint {host} could not be reached: {exc.strerror or exc}."
+        ) from exc
+
+
+def _grant(url: str, answer: dict[str, Any]) -> _Grant:
+    token = answer.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise OAuth2Error(f"The OAuth2 token endpoint {url} answered without an access token.")
+    try:
+        lifetime = timedelta(seconds=int(answer["expires_in"]))  # Azure v1 sends a string
+    except (KeyError, TypeError, ValueError):
+        lifetime = DEFAULT_LIFETIME
+    rotated = answer.get("refresh_token")
+    return _Grant(
+        access_token=token,
+        expires_at=timezone.now() + lifetime,
+        refresh_token=rotated if isinstance(rotated, str) else "",
+    )
+
+
+def _store(mailbox: Mailbox, grant: _Grant) -> None:
+    mailbox.oauth2_access_token = secrets.encrypt(grant.access_token)
+    mailbox.oauth2_expires_at = grant.expires_at
+    fields = ["oauth2_access_token", "oauth2_expires_at"]
+    if grant.refresh_token:
+        mailbox.oauth2_refresh_token = secrets.encrypt(grant.refresh_token)
+        fields.append("oauth2_refresh_token")
+    mailbox.save(update_fields=fields)
+
+
+def _refused(url: str, status: int, answer: dict[str, Any]) -> str:
+    """RFC 6749 §5.2 error answers, in words that say what the administrator should do."""
+    error = str(answer.get("error") or "")
+    description = _first_line(str(answer.get("error_description") or ""))
+    detail = f"{error} ({description})" if description else error
+    if error == "invalid_grant":
+        return (
+            f"The token endpoint refused the refresh token: {detail} — reconnect the mailbox "
+            "(sign in with the mailbox's account again to get a new one)."
+        )
+    if error in ("invalid_client", "unauthorized_client"):
+        return (
+            f"The token endpoint refused the client id or secret: {detail} — check the app "
+            "registration's client id and secret."
+        )
+    if error:
+        return f"The token endpoint refused the refresh: {detail}."
+    return f"The OAuth2 token endpoint {url} answered HTTP {status} without an OAuth2 error."
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _decrypt(token: str) -> str:
+    try:
+        return secrets.decrypt(token)
+    except secrets.SecretError as exc:
+        raise OAuth2Error(str(exc)) from exc
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _first_line(text: str) -> str:
+    # Microsoft's descriptions run on with trace and correlation ids after the first line.
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:200]
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
