@@ -25,8 +25,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -162,18 +161,6 @@ class LocalSource(Session):
         self.directory: Path | None = None
         self._state: _State | None = None
         self._files: dict[int, Path] = {}
-
-    def __enter__(self) -> Self:
-        self.connect()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def connect(self) -> None:
         self.directory = directory_of(self.settings.host)
