@@ -234,9 +234,7 @@ def _send_reply(
         mailbox = _mailbox_of(origin)
         sender, smtp = mailbox_sender(mailbox), smtp_for(mailbox)
     quote_text = reply.quote_as_text()
-    return mail.send(
-        actor=actor,
-        record=ticket,
+    draft = mail.Draft(
         to=[reply.to],
         subject=reply.subject,
         body_html=body_html + reply.quote_as_html(),
@@ -246,8 +244,8 @@ def _send_reply(
         references=reply.references,
         automatic=automatic,
         sender=sender,
-        smtp=smtp,
     )
+    return mail.send(actor=actor, record=ticket, draft=draft, smtp=smtp)
 
 
 def _wait_for_response(actor: User, ticket: Record) -> None:

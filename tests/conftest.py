@@ -8,12 +8,15 @@ every action on every module; each test narrows what it needs.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.core.cache import cache
+from django.utils import timezone
 
 from crm.models import Profile, Role, User
 from tests.factories import ProfileFactory, RoleFactory, UserFactory, grant_all
@@ -31,6 +34,31 @@ class Org:
     bob: User
     charlie: User
     admin: User
+
+
+class Clock:
+    """Moves `timezone.now()` forward for the code under test (and for django-axes): expiry,
+    backoff and throttling windows without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+        self._real = timezone.now
+
+    def now(self) -> datetime:
+        return self._real() + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    c = Clock()
+    with (
+        mock.patch("django.utils.timezone.now", side_effect=c.now),
+        mock.patch("axes.handlers.proxy.now", side_effect=c.now),
+    ):
+        yield c
 
 
 @pytest.fixture(autouse=True)

@@ -94,6 +94,28 @@ class Sender:
 
 
 @dataclass(frozen=True)
+class Draft:
+    """What is to be sent: addresses as typed (`Name <addr>`), the body, files, threading.
+
+    `automatic` mail (comments mailed, automatic answers) is marked Auto-Submitted, never goes
+    to bounce or no-reply addresses, and counts against the hourly cap per sending address.
+    """
+
+    to: Sequence[str]
+    subject: str
+    cc: Sequence[str] = ()
+    bcc: Sequence[str] = ()
+    body_html: str = ""
+    body_text: str = ""
+    documents: Sequence[Document | int] = ()
+    uploads: Sequence[Upload] = ()
+    in_reply_to: str | None = None
+    references: Sequence[str] = ()
+    automatic: bool = False
+    sender: Sender | None = None
+
+
+@dataclass(frozen=True)
 class Composed:
     raw: bytes  # exactly what is stored and sent; no Bcc header
     message_id: str
@@ -195,27 +217,14 @@ def send(
     *,
     actor: User | None,
     record: Record,
-    to: Sequence[str],
-    cc: Sequence[str] = (),
-    bcc: Sequence[str] = (),
-    subject: str,
-    body_html: str = "",
-    body_text: str = "",
-    documents: Sequence[Document | int] = (),
-    uploads: Sequence[Upload] = (),
-    in_reply_to: str | None = None,
-    references: Sequence[str] = (),
-    automatic: bool = False,
-    sender: Sender | None = None,
+    draft: Draft,
     smtp: SmtpSettings | None = None,
 ) -> OutgoingMail:
-    """Send an email from `record`: stored and linked now, handed to the server after commit.
+    """Send `draft` from `record`: stored and linked now, handed to the server after commit.
 
-    `actor=None` is the system acting on its own rules (as in `ingest.link`); it must name a
-    `sender`, and the email is linked to `record` only. `smtp` replaces the CRM's server (an
-    "info" mailbox's own); `automatic` mail (comments mailed, automatic answers) is marked
-    Auto-Submitted, never goes to bounce or no-reply addresses, and counts against the hourly
-    cap per sending address.
+    `actor=None` is the system acting on its own rules (as in `ingest.link`); its draft must
+    name a `sender`, and the email is linked to `record` only. `smtp` replaces the CRM's server
+    (an "info" mailbox's own).
     """
     if actor is not None:
         access.require(actor, "edit", record)
@@ -227,31 +236,15 @@ def send(
             "No outgoing mail server is set up: an administrator sets it under Outgoing mail.",
             code="smtp_not_configured",
         )
-    composed = compose(
-        actor=actor,
-        record=record,
-        to=to,
-        cc=cc,
-        bcc=bcc,
-        subject=subject,
-        body_html=body_html,
-        body_text=body_text,
-        documents=documents,
-        uploads=uploads,
-        in_reply_to=in_reply_to,
-        references=references,
-        automatic=automatic,
-        sender=sender,
-        config=config,
-    )
+    composed = compose(actor=actor, record=record, draft=draft, config=config)
     with transaction.atomic():
-        if automatic:
+        if draft.automatic:
             _check_hourly_cap(composed.envelope_from, config.hourly_cap)
-        outgoing = _store(actor, record, composed, automatic=automatic, smtp=smtp)
+        outgoing = _store(actor, record, composed, automatic=draft.automatic, smtp=smtp)
         # Open tracking: one copy per tracked recipient, each with its own image; the stored
         # Message stays one, without any image (crm.services.tracking explains the choice).
         tracking.plan_copies(
-            actor=actor, outgoing=outgoing, record=record, has_html=bool(body_html.strip())
+            actor=actor, outgoing=outgoing, record=record, has_html=bool(draft.body_html.strip())
         )
         transaction.on_commit(lambda: _enqueue(outgoing.pk))
     return outgoing
@@ -261,18 +254,7 @@ def compose(
     *,
     actor: User | None,
     record: Record,
-    to: Sequence[str],
-    cc: Sequence[str] = (),
-    bcc: Sequence[str] = (),
-    subject: str,
-    body_html: str = "",
-    body_text: str = "",
-    documents: Sequence[Document | int] = (),
-    uploads: Sequence[Upload] = (),
-    in_reply_to: str | None = None,
-    references: Sequence[str] = (),
-    automatic: bool = False,
-    sender: Sender | None = None,
+    draft: Draft,
     config: OutgoingMailSettings | None = None,
 ) -> Composed:
     """Build the message bytes, refusing anything that could smuggle a header or an address.
@@ -281,22 +263,22 @@ def compose(
     the field.
     """
     config = config or current_settings()
-    if _LINE_BREAK.search(subject):
+    if _LINE_BREAK.search(draft.subject):
         raise Invalid(
             fields={"subject": "The subject may not contain a line break."},
             code="header_injection",
         )
-    to_list = _addresses("to", to)
-    cc_list = _addresses("cc", cc)
-    bcc_list = _addresses("bcc", bcc)
+    to_list = _addresses("to", draft.to)
+    cc_list = _addresses("cc", draft.cc)
+    bcc_list = _addresses("bcc", draft.bcc)
     if not (to_list or cc_list or bcc_list):
         raise Invalid(fields={"to": "Enter at least one recipient."}, code="no_recipients")
     recipients = _unique(a.addr_spec for a in (*to_list, *cc_list, *bcc_list))
-    if automatic:
+    if draft.automatic:
         _refuse_automated_recipients(recipients)
-    from_, reply_to = _from_and_reply_to(actor, config, sender)
-    parent = _message_id("in_reply_to", in_reply_to) if in_reply_to else None
-    chain = [_message_id("references", r) for r in references]
+    from_, reply_to = _from_and_reply_to(actor, config, draft.sender)
+    parent = _message_id("in_reply_to", draft.in_reply_to) if draft.in_reply_to else None
+    chain = [_message_id("references", r) for r in draft.references]
     if parent and parent not in chain:
         chain.append(parent)  # RFC 5322 §3.6.4: the parent's References, then the parent
 
@@ -308,7 +290,7 @@ def compose(
         msg["Cc"] = cc_list
     if reply_to is not None:
         msg["Reply-To"] = reply_to
-    msg["Subject"] = subject
+    msg["Subject"] = draft.subject
     msg["Date"] = format_datetime(timezone.now())
     message_id = make_msgid(domain=_crm_domain())
     msg["Message-ID"] = message_id
@@ -316,10 +298,10 @@ def compose(
         msg["In-Reply-To"] = parent
     if chain:
         msg["References"] = " ".join(chain)
-    if automatic:
+    if draft.automatic:
         msg["Auto-Submitted"] = AUTO_SUBMITTED
-    _set_body(msg, body_html, body_text)
-    files = [*_record_documents(record, documents), *uploads]
+    _set_body(msg, draft.body_html, draft.body_text)
+    files = [*_record_documents(record, draft.documents), *draft.uploads]
     _check_size(msg, files)
     for upload in files:
         maintype, subtype = _content_type(upload.content_type)

@@ -81,26 +81,28 @@ def compose(request: AuthedRequest, module: str, pk: int) -> HttpResponse:
         form, warnings = _apply_template(request, record, form, options)
         return _page(request, record, form, warnings)
     try:
-        mail.send(
-            actor=request.user,
-            record=record,
-            to=[data["to"]],
-            cc=[data["cc"]],
-            bcc=[data["bcc"]],
-            subject=data["subject"],
-            body_html=data["body"],
-            documents=data["documents"],
-            uploads=[
-                mail.Upload(f.name or "attachment", f.content_type or "", f.read())
-                for f in request.FILES.getlist("uploads")
-            ],
-        )
+        mail.send(actor=request.user, record=record, draft=_draft(request, data))
     except Invalid as exc:
         _add_errors(form, exc)
         return _page(request, record, form, warnings, status=400)
     messages.success(request, f"Email “{data['subject'] or '(no subject)'}” sent.")
     url = reverse("crm:record_detail", kwargs={"module": record.module.name, "pk": record.pk})
     return redirect(f"{url}?tab=messages")
+
+
+def _draft(request: AuthedRequest, data: dict[str, Any]) -> mail.Draft:
+    return mail.Draft(
+        to=[data["to"]],
+        cc=[data["cc"]],
+        bcc=[data["bcc"]],
+        subject=data["subject"],
+        body_html=data["body"],
+        documents=data["documents"],
+        uploads=[
+            mail.Upload(f.name or "attachment", f.content_type or "", f.read())
+            for f in request.FILES.getlist("uploads")
+        ],
+    )
 
 
 @require_safe

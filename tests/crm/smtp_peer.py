@@ -14,10 +14,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+if TYPE_CHECKING:
+    from crm.models import User
 
 ANSWERS = {
     "421": "421 4.3.2 Service shutting down, try again later",
@@ -124,3 +127,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def use_as_outgoing_server(admin: User, host: str, port: int, **changes: Any) -> None:
+    """Make `host:port` the CRM's outgoing mail server, as the administrator saves it on the
+    Outgoing mail page: plain SMTP on loopback, no login, open tracking on; `changes` override."""
+    from crm.services import mail
+
+    values: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "security": "none",
+        "verify_certificate": True,
+        "username": "",
+        "from_central": False,
+        "central_address": "",
+        "central_name": "",
+        "open_tracking": True,
+        "hourly_cap": 60,
+        "timeout_seconds": 2,
+    } | changes
+    mail.save_settings(actor=admin, values=mail.SettingsInput(**values))

@@ -12,9 +12,8 @@ import pytest
 from playwright.sync_api import expect
 
 from crm.models import EmailTemplate, Record
-from crm.services import mail
 from tests.conftest import Org
-from tests.crm.smtp_peer import SmtpPeer
+from tests.crm.smtp_peer import SmtpPeer, use_as_outgoing_server
 from tests.e2e.conftest import Browsing
 from tests.factories import PASSWORD, make_record
 
@@ -30,22 +29,7 @@ pytestmark = [
 def peer(org: Org, settings: Any, tmp_path: Any) -> Iterator[SmtpPeer]:
     settings.MEDIA_ROOT = tmp_path / "media"
     server = SmtpPeer().start()
-    mail.save_settings(
-        actor=org.admin,
-        values=mail.SettingsInput(
-            host=server.host,
-            port=server.port,
-            security="none",
-            verify_certificate=True,
-            username="",
-            from_central=False,
-            central_address="",
-            central_name="",
-            open_tracking=True,
-            hourly_cap=60,
-            timeout_seconds=5,
-        ),
-    )
+    use_as_outgoing_server(org.admin, server.host, server.port, timeout_seconds=5)
     yield server
     server.stop()
 

@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from crm.models import User
 from licensing import services as licenses
 from tests.conftest import Org
 from tests.licensing.vendor import Vendor
-
-
-class Clock:
-    """Moves `timezone.now()` forward for the code under test (and for django-axes)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-        self._real = timezone.now
-
-    def now(self) -> datetime:
-        return self._real() + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    with (
-        mock.patch("django.utils.timezone.now", side_effect=c.now),
-        mock.patch("axes.handlers.proxy.now", side_effect=c.now),
-    ):
-        yield c
 
 
 @pytest.fixture(autouse=True)

@@ -17,9 +17,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from mailconnector.models import AddinSession, AddinToken
-from tests.conftest import Org
+from tests.conftest import Clock, Org
 from tests.factories import PASSWORD, UserFactory
-from tests.mailconnector.conftest import Clock
 
 pytestmark = pytest.mark.postgres
 

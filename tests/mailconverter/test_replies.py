@@ -23,12 +23,11 @@ from django.utils import timezone
 
 from crm.exceptions import Forbidden
 from crm.models import Comment, Message, MessageLink, OutgoingMail, Record, User
-from crm.services import mail
 from crm.services import records as record_service
 from mailconverter import replies, scanner
 from mailconverter.models import Folder, Mailbox, MailboxSmtp, Outcome, Rule
 from tests.conftest import Org
-from tests.crm.smtp_peer import Received, SmtpPeer
+from tests.crm.smtp_peer import Received, SmtpPeer, use_as_outgoing_server
 from tests.factories import ProfileFactory, UserFactory, grant, grant_all, make_record
 from tests.mailconverter.conftest import PASSWORD, Account, Dovecot
 from tests.mailconverter.helpers import mail as fixture_mail
@@ -82,20 +81,7 @@ def _base_url(settings: Any) -> None:
 
 
 def configure_crm_server(org: Org, peer: SmtpPeer, **changes: Any) -> None:
-    values = {
-        "host": peer.host,
-        "port": peer.port,
-        "security": "none",
-        "verify_certificate": True,
-        "username": "",
-        "from_central": False,
-        "central_address": "",
-        "central_name": "",
-        "open_tracking": True,
-        "hourly_cap": 60,
-        "timeout_seconds": 5,
-    } | changes
-    mail.save_settings(actor=org.admin, values=mail.SettingsInput(**values))
+    use_as_outgoing_server(org.admin, peer.host, peer.port, **({"timeout_seconds": 5} | changes))
 
 
 def support_mailbox(

@@ -8,11 +8,9 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
 from io import StringIO
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 from django.core.management import call_command
@@ -36,8 +34,8 @@ from crm.models import (
 from crm.models.modules import Sharing
 from crm.services import blobs, ingest, mail
 from mailconverter.models import Mailbox, MailboxSmtp
-from tests.conftest import Org
-from tests.crm.smtp_peer import SmtpPeer, free_port
+from tests.conftest import Clock, Org
+from tests.crm.smtp_peer import SmtpPeer, free_port, use_as_outgoing_server
 from tests.factories import make_record
 from tests.mailconverter.celery_worker import real_celery
 
@@ -48,27 +46,6 @@ pytestmark = [
 ]
 
 Commit = Callable[..., AbstractContextManager[Any]]
-
-
-class Clock:
-    """Moves `timezone.now()` forward for the code under test: backoff without sleeping."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-        self._real = timezone.now
-
-    def now(self) -> datetime:
-        return self._real() + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    with mock.patch("django.utils.timezone.now", side_effect=c.now):
-        yield c
 
 
 @pytest.fixture(autouse=True)
@@ -88,20 +65,7 @@ _SETTINGS = [f.name for f in dataclasses.fields(mail.SettingsInput)]
 
 
 def _configure(org: Org, host: str, port: int, **changes: Any) -> None:
-    values = {
-        "host": host,
-        "port": port,
-        "security": "none",
-        "verify_certificate": True,
-        "username": "",
-        "from_central": False,
-        "central_address": "",
-        "central_name": "",
-        "open_tracking": True,
-        "hourly_cap": 60,
-        "timeout_seconds": 2,
-    } | changes
-    mail.save_settings(actor=org.admin, values=mail.SettingsInput(**values))
+    use_as_outgoing_server(org.admin, host, port, **changes)
 
 
 @pytest.fixture
@@ -125,8 +89,11 @@ def _send(
         "subject": "Your printer",
         "body_html": "<p>Hello Jane,</p><p>the part is <b>on its way</b>.</p>",
     } | kw
+    smtp = args.pop("smtp", None)
     with commit(execute=True):
-        outgoing = mail.send(actor=actor or org.alice, record=record, **args)
+        outgoing = mail.send(
+            actor=actor or org.alice, record=record, draft=mail.Draft(**args), smtp=smtp
+        )
     outgoing.refresh_from_db()
     return outgoing
 
@@ -580,9 +547,8 @@ def test_a_celery_worker_retries_a_transient_failure_by_itself(
     peer.answer_next("451")
     ticket = _ticket(org)
     with real_celery(tmp_path, CRM_MAIL_RETRY_SECONDS="1") as [worker]:
-        outgoing = mail.send(
-            actor=org.alice, record=ticket, to=["jane@customer.example"], subject="Hello"
-        )
+        draft = mail.Draft(to=["jane@customer.example"], subject="Hello")
+        outgoing = mail.send(actor=org.alice, record=ticket, draft=draft)
 
         def sent() -> bool:
             outgoing.refresh_from_db()

@@ -7,46 +7,24 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
-from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from crm.models import MailOpen, Message, OutgoingMail, Record
 from crm.services import blobs, ingest, mail, tracking
-from tests.conftest import Org
-from tests.crm.smtp_peer import Received, SmtpPeer
+from tests.conftest import Clock, Org
+from tests.crm.smtp_peer import Received, SmtpPeer, use_as_outgoing_server
 from tests.factories import make_record
 
 pytestmark = [pytest.mark.django_db, pytest.mark.smtp]
 
 Commit = Callable[..., AbstractContextManager[Any]]
 PIXEL = re.compile(r'<img src="(https://crm\.example\.com/t/[^"]+\.gif)"')
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-        self._real = timezone.now
-
-    def now(self) -> datetime:
-        return self._real() + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    with mock.patch("django.utils.timezone.now", side_effect=c.now):
-        yield c
 
 
 @pytest.fixture(autouse=True)
@@ -64,20 +42,7 @@ def server(org: Org) -> Iterator[SmtpPeer]:
 
 
 def _configure(org: Org, peer: SmtpPeer, *, open_tracking: bool) -> None:
-    values = mail.SettingsInput(
-        host=peer.host,
-        port=peer.port,
-        security="none",
-        verify_certificate=True,
-        username="",
-        from_central=False,
-        central_address="",
-        central_name="",
-        open_tracking=open_tracking,
-        hourly_cap=60,
-        timeout_seconds=2,
-    )
-    mail.save_settings(actor=org.admin, values=values)
+    use_as_outgoing_server(org.admin, peer.host, peer.port, open_tracking=open_tracking)
 
 
 @pytest.fixture
@@ -101,7 +66,7 @@ def _send(commit: Commit, org: Org, record: Record, **kw: Any) -> OutgoingMail:
         "body_html": "<p>Hello,</p><p>your order <b>shipped</b>.</p>",
     } | kw
     with commit(execute=True):
-        outgoing = mail.send(actor=org.alice, record=record, **args)
+        outgoing = mail.send(actor=org.alice, record=record, draft=mail.Draft(**args))
     outgoing.refresh_from_db()
     return outgoing
 

@@ -25,9 +25,9 @@ from crm.models import (
     Record,
 )
 from crm.models.modules import Sharing
-from crm.services import ingest, mail
+from crm.services import ingest
 from tests.conftest import Org
-from tests.crm.smtp_peer import SmtpPeer
+from tests.crm.smtp_peer import SmtpPeer, use_as_outgoing_server
 from tests.factories import make_record
 
 pytestmark = [pytest.mark.django_db, pytest.mark.smtp]
@@ -44,20 +44,7 @@ def _media(settings: Any, tmp_path: Any) -> None:
 @pytest.fixture
 def server(org: Org) -> Iterator[SmtpPeer]:
     peer = SmtpPeer().start()
-    values = mail.SettingsInput(
-        host=peer.host,
-        port=peer.port,
-        security="none",
-        verify_certificate=True,
-        username="",
-        from_central=False,
-        central_address="",
-        central_name="",
-        open_tracking=True,
-        hourly_cap=60,
-        timeout_seconds=2,
-    )
-    mail.save_settings(actor=org.admin, values=values)
+    use_as_outgoing_server(org.admin, peer.host, peer.port)
     yield peer
     peer.stop()
 
