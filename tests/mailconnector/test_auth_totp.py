@@ -16,9 +16,8 @@ from rest_framework.test import APIClient
 
 from crm.models import User
 from mailconnector.models import AddinSession
-from tests.conftest import Org
+from tests.conftest import Clock, Org
 from tests.factories import PASSWORD
-from tests.mailconnector.conftest import Clock
 
 pytestmark = pytest.mark.postgres
 
