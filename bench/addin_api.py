@@ -126,7 +126,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="also profile both requests in-process (SQL, cProfile, EXPLAIN) and compare "
-        "suggestions with the query-per-step selector they replaced",
+        "suggestions with the query-per-step selector of the embedded default (SQLite)",
     )
     args = parser.parse_args(argv)
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
@@ -1033,6 +1033,22 @@ def print_shapes(result: InProcess, requests: int, limit: int = 10) -> str:
     return ranked[0][0]
 
 
+def prepared_statements() -> None:
+    """Which statements this connection has prepared, and how PostgreSQL planned them: a
+    statement whose text differs per user (or per owner count) would show once per variant."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans, left(regexp_replace(statement, '\\s+', ' ', "
+            "'g'), 110) FROM pg_prepared_statements ORDER BY generic_plans + custom_plans DESC"
+        )
+        rows = cursor.fetchall()
+    say(f"  prepared statements on this connection: {len(rows)}; most run (generic/custom plans):")
+    for generic, custom, text in rows[:4]:
+        say(f"    {generic:5d} / {custom:5d}  {text.strip()}")
+
+
 def explain(sql: str, params: Any) -> None:
     from django.db import connection
 
@@ -1052,6 +1068,7 @@ def profile(clients: list[Client], pool: AddressPool, args: argparse.Namespace) 
     say(base.line("as is"))
     worst = print_shapes(base, len(calls))
     print_profile(calls)
+    prepared_statements()
     explain(*base.examples[worst])
     floor_calls: list[Call] = [(c, f"{API}/modules", b"", "", {}) for c, *_ in calls]
     measure_in_process(floor_calls[: 2 * len(clients)])
@@ -1077,7 +1094,7 @@ def compare_with_multi_query(calls: list[Call], clients: list[Client], base: Any
     with multi_query_suggestions():
         measure_in_process(calls[: 2 * len(clients)])
         before = measure_in_process(calls)
-    say("\nThe query-per-step selector it replaced (kept in this file as the reference):")
+    say("\nThe query-per-step selector (the embedded default's, the reference):")
     say(before.line("query per step"))
     say(base.line("as is"))
     same = sum(a == b for a, b in zip(before.answers, base.answers, strict=True))
@@ -1108,13 +1125,14 @@ def parse_done_before(calls: list[Call]) -> Iterator[None]:
         ingest.parse = original  # type: ignore[assignment]
 
 
-# --- The query-per-step selector, as it was before the one statement: the reference -------------
+# --- The query-per-step selector (the embedded default's), the reference -----------------------
 
 
 @contextlib.contextmanager
 def multi_query_suggestions() -> Iterator[None]:
-    """selectors.suggestions as it was before it became one statement (a query per step and per
-    module found), to check that the statement gives the same answers and to time both."""
+    """selectors.suggestions as the embedded default runs it (a query per step and per module
+    found, `mailconnector.suggestions_by_step`), to check that the statement gives the same
+    answers and to time both."""
     from mailconnector import selectors
 
     original = selectors.suggestions
@@ -1128,102 +1146,11 @@ def multi_query_suggestions() -> Iterator[None]:
 def _suggestions_multi_query(
     user: Any, addresses: Any, *, ignore: Any = (), message_id: str | None = None
 ) -> list[Any]:
-    from crm import access
-    from crm.email.addresses import normalise_email
     from mailconnector import selectors
+    from mailconnector.suggestions_by_step import suggestions_by_step
 
-    skip = {normalise_email(a) for a in ignore} | {normalise_email(getattr(user, "email", ""))}
-    wanted = selectors._wanted(addresses, skip - {None})
-    best: dict[int, Any] = {}
-    modules = {m.pk: m for m in selectors.modules_for(user)}
-    email_fields = access.visible_email_fields(user, list(modules.values()))
-    _mq_exact(user, wanted, email_fields, best)
-    _mq_by_domain(user, wanted, modules, email_fields, best)
-    _mq_related(user, modules, best)
-    # Ties broken by id, as the statement's caller does (the order of a tie was arbitrary).
-    result = sorted(best.values(), key=lambda s: (s.rank, s.record.label.lower(), s.record.pk))
-    result = result[: selectors.MAX_SUGGESTIONS]
-    linked = set(selectors.linked_record_ids(message_id)) if message_id else set()
-    for s in result:
-        s.already_linked = s.record.pk in linked
-    return result
-
-
-def _mq_offer(best: dict[int, Any], record: Any, reason: str, rank: tuple[int, int]) -> None:
-    from mailconnector import selectors
-
-    current = best.get(record.pk)
-    if current is None or rank < current.rank:
-        best[record.pk] = selectors.Suggestion(record, reason, rank)
-
-
-def _mq_exact(user: Any, wanted: dict[str, str], email_fields: list[int], best: Any) -> None:
-    from crm.models import RecordAddress
-    from mailconnector import selectors
-
-    if not wanted:
-        return
-    rank = selectors.ROLE_RANK
-    rows = RecordAddress.objects.filter(
-        address__in=list(wanted), field_id__in=email_fields
-    ).values_list("record__module_id", "record_id", "address")
-    role_of: dict[int, str] = {}
-    for _, record_id, address in rows:
-        role = wanted[address]
-        if record_id not in role_of or rank.get(role, 9) < rank.get(role_of[record_id], 9):
-            role_of[record_id] = role
-    for module_id, ids in selectors._by_module((m, r) for m, r, _ in rows).items():
-        for record in selectors._visible(user, module_id, ids):
-            role = role_of[record.pk]
-            _mq_offer(best, record, f"{role} address", (0, rank.get(role, 9)))
-
-
-def _mq_by_domain(
-    user: Any, wanted: dict[str, str], modules: dict[int, Any], email_fields: list[int], best: Any
-) -> None:
-    from crm.email.addresses import is_free_mail
-    from crm.models import RecordAddress
-    from mailconnector import selectors
-
-    companies = next((m for m in modules.values() if m.name == "Companies"), None)
-    senders = [a for a, role in wanted.items() if role in ("from", "sender")]
-    domains = {a.rpartition("@")[2] for a in senders} - {""}
-    domains = {d for d in domains if not is_free_mail(d)}
-    if companies is None or not domains:
-        return
-    ids = RecordAddress.objects.filter(
-        domain__in=domains, field_id__in=email_fields, record__module=companies
-    ).values_list("record_id", flat=True)
-    for record in selectors._visible(user, companies.pk, ids):
-        _mq_offer(best, record, "sender's company domain", (1, 0))
-
-
-def _mq_related(user: Any, modules: dict[int, Any], best: dict[int, Any]) -> None:
-    from django.db.models import Q
-
-    from crm.models import RecordReference
-    from mailconnector import selectors
-
-    found = list(best.values())
-    names = {m.pk: m.name for m in modules.values()}
-    contact_ids = [s.record.pk for s in found if names.get(s.record.module_id) == "Contacts"]
-    company_ids = [s.record.pk for s in found if names.get(s.record.module_id) == "Companies"]
-    refs = RecordReference.objects.filter(
-        Q(record_id__in=contact_ids, field__name="company")
-        | Q(target_id__in=company_ids, record__module__name="Contacts", field__name="company")
-    ).values_list("record_id", "target_id", "record__module_id", "target__module_id")
-    related: dict[int, set[int]] = {}
-    for record_id, target_id, record_module, target_module in refs:
-        if record_id in contact_ids:
-            related.setdefault(target_module, set()).add(target_id)
-        else:
-            related.setdefault(record_module, set()).add(record_id)
-    for module_id, ids in related.items():
-        if module_id not in modules:
-            continue
-        kind = "contact's company" if names[module_id] == "Companies" else "company's contact"
-        for record in selectors._visible(user, module_id, ids):
-            _mq_offer(best, record, kind, (2, 0))
+    wanted = selectors.wanted_addresses(user, addresses, ignore)
+    return suggestions_by_step(user, wanted, message_id) if wanted else []
 
 
 # --- Main -------------------------------------------------------------------------------------

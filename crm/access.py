@@ -13,6 +13,7 @@ sharing, modules, fields or users bumps a generation number, which retires every
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -169,9 +170,15 @@ def require_create(user: Actor, module: Module) -> None:
 
 
 def get_record(user: Actor, module: Module | int, pk: int, action: Action = "view") -> Record:
-    """Load one record for an action: NotFound if invisible or missing, Forbidden if only seen."""
-    record = records(user, module, "view").select_related("module").filter(pk=pk).first()
-    if record is None:
+    """Load one record for an action: NotFound if invisible or missing, Forbidden if only seen.
+
+    Loaded by primary key and tested with `can`, the decision `records()` writes as SQL: the
+    same answer, from a statement whose text does not grow with the owners the user sees (so
+    PostgreSQL plans it once, not at every call with a few hundred owner ids).
+    """
+    module_id = module if isinstance(module, int) else module.pk
+    record = Record.objects.select_related("module").filter(pk=pk, module_id=module_id).first()
+    if record is None or not can(user, "view", record):
         raise NotFound("No such record.")
     if action != "view":
         require(user, action, record)
@@ -239,32 +246,37 @@ def visible_records_sql(
     For a statement the ORM cannot write that looks up a few records by id in several modules
     (the add-in's suggestions): the same decision (`_scope`), never a second one. One CASE on
     the module rather than an OR per module, so that PostgreSQL does not plan an index path
-    for each (that planning cost more than running the statement). Parameters are named
-    `access_*`; owner sets are bound as arrays.
+    for each. The text depends only on the number of modules, never on the user: the module
+    ids, whether a module is visible whole, and its owner sets are parameters (named
+    `access_*`; owner sets as array literals), so one prepared statement serves every user.
     """
     p = privileges(user)
     arms: list[str] = []
     params: dict[str, Any] = {}
-    for module_id in sorted(set(module_ids)):
+    for i, module_id in enumerate(sorted(set(module_ids))):
         scope = _scope(p, module_id, "view")
-        module = f"%(access_m{module_id})s"
-        if scope == ALL:
-            arms.append(f"WHEN {module} THEN TRUE")
-        elif isinstance(scope, Owners) and (scope.users or scope.groups):
-            users, groups = f"%(access_u{module_id})s", f"%(access_g{module_id})s"
-            arms.append(
-                f"WHEN {module} THEN ({alias}.owner_user_id = ANY({users}::bigint[])"
-                f" OR {alias}.owner_group_id = ANY({groups}::bigint[]))"
-            )
-            params[f"access_u{module_id}"] = sorted(scope.users)
-            params[f"access_g{module_id}"] = sorted(scope.groups)
-        else:
-            continue
-        params[f"access_m{module_id}"] = module_id
+        owners = scope if isinstance(scope, Owners) else Owners()
+        arms.append(
+            f"WHEN %(access_m{i})s THEN (%(access_a{i})s"
+            f" OR {alias}.owner_user_id = ANY(%(access_u{i})s::bigint[])"
+            f" OR {alias}.owner_group_id = ANY(%(access_g{i})s::bigint[]))"
+        )
+        params[f"access_m{i}"] = module_id
+        params[f"access_a{i}"] = scope == ALL
+        params[f"access_u{i}"] = _array_literal(owners.users)
+        params[f"access_g{i}"] = _array_literal(owners.groups)
     if not arms:
         return "FALSE", {}
     case = f"CASE {alias}.module_id {' '.join(arms)} ELSE FALSE END"
     return f"{alias}.deleted_at IS NULL AND {case}", params
+
+
+@functools.lru_cache(maxsize=1024)
+def _array_literal(ids: frozenset[int]) -> str:
+    """`{1,2,3}`: bound as text and cast in the statement, so that the parameter's type does
+    not vary with the ids' sizes or an empty set (each would be another prepared statement).
+    Owner sets are frozensets held by the cached privileges: each is written out once."""
+    return "{" + ",".join(str(int(i)) for i in sorted(ids)) + "}"
 
 
 # --- Scope: the one decision both records() and can() use ----------------------------------
@@ -289,7 +301,7 @@ def _allows(scope: Owners | Literal["all"], record: Record) -> bool:
 
 # --- Privileges: computed once per user, cached ---------------------------------------------
 
-_GENERATION_KEY = "crm:access:generation"
+_GENERATION_KEY = generations.register("crm:access:generation")
 
 
 def privileges(user: Actor) -> Privileges:
@@ -297,9 +309,21 @@ def privileges(user: Actor) -> Privileges:
         return NOBODY
     if user.is_superuser:
         return Privileges(user_id=user.pk, superuser=True)
-    key = f"crm:access:{generations.current(_GENERATION_KEY)}:{user.pk}"
-    # Read from the cache once per request: a request checks access several times.
-    return generations.remembered(key, lambda: _cached_privileges(key, user.pk))
+    key = f"crm:access:{generation()}:{user.pk}"
+    # Kept by the process under the generation: a request checks access several times, and
+    # the add-in asks at every email opened.
+    return generations.kept(
+        f"crm:access:{user.pk}",
+        key,
+        lambda: _cached_privileges(key, user.pk),
+        settings.CRM_PRIVILEGES_CACHE_SECONDS,
+    )
+
+
+def generation() -> int:
+    """The generation of everything privileges depend on (roles, profiles, groups, sharing,
+    modules, fields, users): a key holding it is retired by any change to them."""
+    return generations.current(_GENERATION_KEY)
 
 
 def _cached_privileges(key: str, user_id: int) -> Privileges:

@@ -1,12 +1,21 @@
 """Generation counters in the cache: bumping one retires every entry keyed with it.
 
-Cached state (a user's privileges, the license's status) is stored under a key holding the
-current generation; a change bumps the generation instead of hunting down the entries.
+Cached state (a user's privileges, the license's status, the session policy) is stored under a
+key holding the current generation; a change bumps the generation instead of hunting down the
+entries.
 
-Within one request a generation and the entries read under it are remembered (`remembered`):
-a request checks privileges several times and each read would be a round trip to the cache.
-A bump in this process forgets them at once; a change made by another process is seen by the
-next request, as it would be had it come a moment later.
+Two levels keep the shared cache off the hot path:
+
+- Within one request the generations are read once, all together (one round trip), and a
+  value read under them is remembered (`remembered`): a request checks privileges several
+  times, and each read would be a round trip to the cache.
+- Across requests, a process keeps what it computed or read under a key (`kept`). The key
+  holds the current generation, so a bump anywhere retires the process's copy as soon as the
+  next request reads the new generation; the process keeps nothing longer than the shared
+  cache would have (`seconds`).
+
+A bump in this process forgets the request's values at once; a change made by another process
+is seen by the next request, as it would be had it come a moment later.
 """
 
 from __future__ import annotations
@@ -24,10 +33,30 @@ T = TypeVar("T")
 
 # None outside a request (tasks, commands, tests calling services): nothing is remembered.
 _memo: ContextVar[dict[str, Any] | None] = ContextVar("crm_generations_memo", default=None)
+# Generation keys read together at a request's first need of any of them.
+_registered: list[str] = []
+# What this process keeps across requests: slot (what is kept, e.g. one user's privileges) →
+# (key holding the generation, monotonic deadline, value). A slot holds one generation's
+# value, so retired ones do not pile up; past KEPT_MAX slots it is emptied and refilled.
+_kept: dict[str, tuple[str, float, Any]] = {}
+KEPT_MAX = 4096
+
+
+def register(key: str) -> str:
+    """Declare a generation key, so that a request reads it with the others in one trip."""
+    if key not in _registered:
+        _registered.append(key)
+    return key
 
 
 def current(key: str) -> int:
-    return remembered(key, lambda: _read(key))
+    memo = _memo.get()
+    if memo is None:
+        return _read_many([key])[key]
+    if key not in memo:
+        wanted = [k for k in _registered if k not in memo]
+        memo.update(_read_many(wanted if key in wanted else [key, *wanted]))
+    return memo[key]  # type: ignore[no-any-return]
 
 
 def remembered(key: str, load: Callable[[], T]) -> T:
@@ -43,6 +72,24 @@ def remembered(key: str, load: Callable[[], T]) -> T:
     return memo[key]  # type: ignore[no-any-return]
 
 
+def kept(slot: str, key: str, load: Callable[[], T], seconds: float | Callable[[T], float]) -> T:
+    """`load()`, kept in this process in `slot` under `key` for at most `seconds` (or
+    `seconds(value)`).
+
+    `key` must hold the current generation of everything the value depends on: that is what
+    retires the process's copy when another process changes the data.
+    """
+    now = time.monotonic()
+    hit = _kept.get(slot)
+    if hit is not None and hit[0] == key and hit[1] > now:
+        return hit[2]  # type: ignore[no-any-return]
+    value = load()
+    if len(_kept) >= KEPT_MAX:
+        _kept.clear()
+    _kept[slot] = (key, now + (seconds(value) if callable(seconds) else seconds), value)
+    return value
+
+
 def bump(key: str) -> None:
     """Retire the entries now, and again when the transaction commits.
 
@@ -53,14 +100,15 @@ def bump(key: str) -> None:
     transaction.on_commit(lambda: _bump(key))
 
 
-def _read(key: str) -> int:
-    gen = cache.get(key)
-    if gen is None:
-        # A fresh clock value, so entries left from before a cache restart are never reused.
-        gen = time.time_ns()
-        cache.add(key, gen, None)
-        gen = cache.get(key, gen)
-    return int(gen)
+def _read_many(keys: list[str]) -> dict[str, int]:
+    found = cache.get_many(keys)
+    for key in keys:
+        if found.get(key) is None:
+            # A fresh clock value, so entries left from before a cache restart are never reused.
+            gen = time.time_ns()
+            cache.add(key, gen, None)
+            found[key] = cache.get(key, gen)
+    return {key: int(found[key]) for key in keys}
 
 
 def _bump(key: str) -> None:

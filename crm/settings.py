@@ -117,8 +117,13 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", _read("CONN_MAX_AGE", env.int, 6
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Parameters bound by the server: email bodies are not escaped into the SQL text, and
-    # psycopg prepares the statements a connection repeats, so PostgreSQL plans them once.
-    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+    # psycopg prepares a statement a connection has run this many times, so PostgreSQL plans
+    # it once (Django turns preparing off unless told: 0 disables it, for a transaction-mode
+    # pooler that cannot keep prepared statements).
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["server_side_binding"] = True
+    _prepare = _read("DATABASE_PREPARE_THRESHOLD", env.int, 2)
+    _options["prepare_threshold"] = _prepare if _prepare > 0 else None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
@@ -130,9 +135,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Without Redis (the embedded default) the cache is per process and tasks run in-process.
 REDIS_URL = _read("REDIS_URL", env.str, "")
 if REDIS_URL:
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-    }
+    CACHES = {"default": {"BACKEND": "crm.cache.ReusedClientRedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -291,6 +294,30 @@ CONVERTER_FETCH_BATCH_BYTES = _read("CONVERTER_FETCH_BATCH_BYTES", env.int, 32 *
 # mailconverter.localsource), comma-separated; relative to the project. Default: the sample.
 CONVERTER_LOCAL_SOURCES = _read(
     "CONVERTER_LOCAL_SOURCES", env.list, [str(BASE_DIR / "fixtures" / "sample_mailbox")]
+)
+# "Connect with Microsoft / Google" on a mailbox (XOAUTH2 consent, mailconverter.oauth2): the
+# providers' endpoints and scopes. A single-tenant app registration puts its tenant id in place
+# of "common". The redirect URI to register is CRM_BASE_URL + /settings/mail-converter/oauth2/.
+_MICROSOFT = "https://login.microsoftonline.com/common/oauth2/v2.0"
+CONVERTER_OAUTH2_MICROSOFT_AUTHORIZE_URL = _read(
+    "CONVERTER_OAUTH2_MICROSOFT_AUTHORIZE_URL", env.str, f"{_MICROSOFT}/authorize"
+)
+CONVERTER_OAUTH2_MICROSOFT_TOKEN_URL = _read(
+    "CONVERTER_OAUTH2_MICROSOFT_TOKEN_URL", env.str, f"{_MICROSOFT}/token"
+)
+CONVERTER_OAUTH2_MICROSOFT_SCOPE = _read(
+    "CONVERTER_OAUTH2_MICROSOFT_SCOPE",
+    env.str,
+    "https://outlook.office.com/IMAP.AccessAsUser.All offline_access",
+)
+CONVERTER_OAUTH2_GOOGLE_AUTHORIZE_URL = _read(
+    "CONVERTER_OAUTH2_GOOGLE_AUTHORIZE_URL", env.str, "https://accounts.google.com/o/oauth2/v2/auth"
+)
+CONVERTER_OAUTH2_GOOGLE_TOKEN_URL = _read(
+    "CONVERTER_OAUTH2_GOOGLE_TOKEN_URL", env.str, "https://oauth2.googleapis.com/token"
+)
+CONVERTER_OAUTH2_GOOGLE_SCOPE = _read(
+    "CONVERTER_OAUTH2_GOOGLE_SCOPE", env.str, "https://mail.google.com/"
 )
 
 # --- Single sign-on ------------------------------------------------------------------------

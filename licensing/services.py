@@ -434,7 +434,8 @@ def _used_seats() -> int:
 
 
 def _active_users(ids: set[int]) -> dict[int, User]:
-    return {u.pk: u for u in User.objects.filter(pk__in=ids, is_active=True)}
+    # In id order: callers report the users, and an unordered scan's order varies with the plan.
+    return {u.pk: u for u in User.objects.filter(pk__in=ids, is_active=True).order_by("pk")}
 
 
 def _seat(users: list[User], admin: User) -> None:
@@ -469,16 +470,21 @@ class _State:
     expires_at: datetime | None
 
 
-_GENERATION_KEY = "licensing:generation"
+_GENERATION_KEY = generations.register("licensing:generation")
 
 
 def _state() -> _State:
     key = f"licensing:state:{generations.current(_GENERATION_KEY)}:{_settings_fingerprint()}"
+    # Kept by the process under the generation, as long as the shared cache keeps it.
+    return generations.kept("licensing:state", key, lambda: _shared_state(key), _cache_seconds)
+
+
+def _shared_state(key: str) -> _State:
     state = cache.get(key)
     if state is None:
         state = _compute_state()
         cache.set(key, state, _cache_seconds(state))
-    return state
+    return state  # type: ignore[no-any-return]
 
 
 def _compute_state() -> _State:
@@ -543,8 +549,12 @@ def _cache_seconds(state: _State) -> int:
 def _settings_fingerprint() -> str:
     # A changed public key or base URL (a restart with new settings, or a test) must not be
     # answered from a state verified against the old ones.
-    raw = f"{settings.LICENSE_PUBLIC_KEY}\n{settings.CRM_BASE_URL}".encode()
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return _fingerprint(settings.LICENSE_PUBLIC_KEY, settings.CRM_BASE_URL)
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint(public_key: str, base_url: str) -> str:
+    return hashlib.sha256(f"{public_key}\n{base_url}".encode()).hexdigest()[:16]
 
 
 def invalidate() -> None:

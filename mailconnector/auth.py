@@ -17,6 +17,7 @@ besides the profile page, which uses the session and TOTP helpers at the end.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -36,7 +37,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate as django_authenticate
 from django.contrib.auth.signals import user_login_failed
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -46,6 +47,7 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
+from crm import generations
 from crm.exceptions import Conflict, Invalid, NotFound
 from crm.models import User
 from mailconnector.api.errors import ApiError
@@ -67,9 +69,9 @@ MFA_MAX_FAILURES = 5
 # Writing last_used_at on every call would turn each read into a write; a minute's
 # imprecision on a timeout counted in hours or days does not matter.
 TOUCH_EVERY = timedelta(minutes=1)
-# The policy is read on every call. Its post_save handler clears this key; the short life
-# bounds the staleness of the per-process cache used without Redis.
-POLICY_CACHE_KEY = "mailconnector:policy"
+# The policy is read on every call: kept by each process under a generation that saving the
+# policy bumps; the short life bounds the staleness of the per-process cache used without Redis.
+POLICY_GENERATION_KEY = generations.register("mailconnector:policy:generation")
 POLICY_CACHE_SECONDS = 60
 # Ended sessions stay listed for the administrator's audit this long, then go.
 KEEP_ENDED = timedelta(days=90)
@@ -91,12 +93,19 @@ class Policy:
 
 
 def _policy() -> Policy:
-    values = cache.get(POLICY_CACHE_KEY)
+    key = f"mailconnector:policy:{generations.current(POLICY_GENERATION_KEY)}"
+    return generations.kept(
+        "mailconnector:policy", key, lambda: _shared_policy(key), POLICY_CACHE_SECONDS
+    )
+
+
+def _shared_policy(key: str) -> Policy:
+    values = cache.get(key)
     if values is None:
         row = ConnectorPolicy.objects.filter(pk=ConnectorPolicy.SINGLETON_PK).first()
         row = row or ConnectorPolicy()  # no row yet: the model's defaults
         values = (row.idle_minutes, row.absolute_hours, row.access_token_seconds)
-        cache.set(POLICY_CACHE_KEY, values, POLICY_CACHE_SECONDS)
+        cache.set(key, values, POLICY_CACHE_SECONDS)
     idle, absolute, access = values
     return Policy(
         idle=timedelta(minutes=idle),
@@ -107,7 +116,7 @@ def _policy() -> Policy:
 
 def forget_policy() -> None:
     """Called when an administrator saves the policy, so that it applies at once."""
-    cache.delete(POLICY_CACHE_KEY)
+    generations.bump(POLICY_GENERATION_KEY)
 
 
 def session_policy() -> dict[str, int]:
@@ -241,11 +250,7 @@ def authenticate_access_token(token: str) -> AddinSession:
     """The live session of an access token (RFC 6750 bearer), or a 401 saying why not."""
     if not _well_formed(token):
         raise _unauthorized("token_invalid", "Unknown access token.")
-    row = (
-        AddinToken.objects.select_related("session__user")
-        .filter(digest=_digest(token), kind=ACCESS)
-        .first()
-    )
+    row = _access_token(_digest(token))
     if row is None:
         raise _unauthorized("token_invalid", "Unknown access token.")
     session = row.session
@@ -262,6 +267,66 @@ def authenticate_access_token(token: str) -> AddinSession:
         )
         session.last_used_at = now
     return session
+
+
+def _access_token(digest: str) -> AddinToken | None:
+    """`AddinToken.objects.select_related("session__user").filter(digest=..., kind=ACCESS)
+    .first()`, from a statement written once: every add-in call makes it, and compiling the
+    ORM query cost more than PostgreSQL running it (its text never changes, so it is prepared).
+    """
+    sql, layout = _access_token_statement()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [digest, ACCESS])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = iter(row)
+    token, session, user = (
+        model.from_db(
+            connection.alias,
+            [f.attname for f, _, _ in fields],
+            [_converted(next(values), col, converters) for _, col, converters in fields],
+        )
+        for model, fields in layout
+    )
+    session.user = user
+    token.session = session
+    return token  # type: ignore[no-any-return]
+
+
+_Layout = list[tuple[type[Any], list[tuple[Any, Any, list[Any]]]]]
+
+
+@functools.cache
+def _access_token_statement() -> tuple[str, _Layout]:
+    from django.db.models.expressions import Col
+
+    quote = connection.ops.quote_name
+    layout: _Layout = []
+    columns: list[str] = []
+    for model, alias in ((AddinToken, "t"), (AddinSession, "s"), (User, "u")):
+        fields = []
+        for f in model._meta.concrete_fields:
+            col = Col(alias, f)
+            converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+            fields.append((f, col, converters))
+            columns.append(f"{alias}.{quote(f.column)}")
+        layout.append((model, fields))
+    table = {m: quote(m._meta.db_table) for m in (AddinToken, AddinSession, User)}
+    # Names from the models' metadata only; the digest and kind are bound parameters.
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {table[AddinToken]} t "  # noqa: S608
+        f"JOIN {table[AddinSession]} s ON s.id = t.session_id "
+        f"JOIN {table[User]} u ON u.id = s.user_id "
+        "WHERE t.digest = %s AND t.kind = %s ORDER BY t.id LIMIT 1"
+    )
+    return sql, layout
+
+
+def _converted(value: Any, col: Any, converters: list[Any]) -> Any:
+    for converter in converters:
+        value = converter(value, col, connection)
+    return value
 
 
 class TokenAuthentication(BaseAuthentication):

@@ -55,6 +55,7 @@ node --test mailconnector/addin/tests/*.test.mjs
 echo "== Tests on PostgreSQL"
 run_pytest "$@"
 
-echo "== The embedded default (SQLite): the records services"
+echo "== The embedded default (SQLite): the records services, the add-in's records and suggestions"
 DATABASE_URL="sqlite:///$CRM_VAR_DIR/embedded.sqlite3" run_pytest -q -p no:cacheprovider \
-    tests/crm/services/test_records.py
+    tests/crm/services/test_records.py tests/mailconnector/test_api_records.py \
+    tests/mailconnector/test_authorization_matrix.py

@@ -31,6 +31,7 @@ import codecs
 import hashlib
 import mimetypes
 import re
+import secrets
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -346,7 +347,17 @@ def _read(data: bytes, *, headersonly: bool = False) -> EmailMessage:
 
     parsebytes decodes the bytes into one str and reads it through a StringIO: five bytes of
     memory per input byte before parsing starts. The feed parser takes slices just as well.
+    Large runs of base64 lines are lifted out first (`_Lifted`) and put back afterwards.
     """
+    lifted = None if headersonly else _Lifted.find(data)
+    if lifted is not None:
+        msg = _feed(lifted.data, headersonly=False)
+        if lifted.restore(msg):
+            return msg
+    return _feed(data, headersonly=headersonly)
+
+
+def _feed(data: bytes, *, headersonly: bool) -> EmailMessage:
     parser = _FeedParser(policy=_POLICY)
     parser._input = _RunLines()  # type: ignore[attr-defined]  # before the first feed
     if headersonly:
@@ -356,6 +367,110 @@ def _read(data: bytes, *, headersonly: bool = False) -> EmailMessage:
         parser.feed(bytes(view[start : start + _FEED_SLICE]))
     # The policy's message_factory is EmailMessage; typeshed only knows Message.
     return cast(EmailMessage, parser.close())
+
+
+_BASE64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+# A body smaller than this is fed as it is: lifting pays off on attachments.
+_LIFT_MIN_BYTES = 16_384
+
+
+@dataclass
+class _Lifted:
+    """The message with each large body made only of base64 lines replaced by one token line.
+
+    `_RunLines` already hands the feed parser such a run as one line, which the parser appends
+    to the body it collects whatever state it is in (see there): a token line in its place is
+    treated the same way, without the parser seeing the megabyte. Found with `bytes.find` and
+    `bytes.translate` (C loops) instead of a regular expression over every character; the
+    runs are put back into the parsed payloads, and if a token is not found exactly once in
+    a leaf's payload the message is parsed again as it is.
+    """
+
+    data: bytes
+    prefix: str
+    runs: list[tuple[str, str, bytes]]  # (token line, the run it stands for, as bytes)
+
+    @classmethod
+    def find(cls, data: bytes) -> _Lifted | None:
+        if len(data) < _LIFT_MIN_BYTES:
+            return None
+        prefix = f"CRMLIFT{secrets.token_hex(8)}N"
+        if prefix.encode() in data:
+            return None
+        pieces: list[bytes] = []
+        runs: list[tuple[str, str, bytes]] = []
+        at = 0
+        for start, end, run in _base64_bodies(data):
+            ending = "\r\n" if run.endswith(b"\r\n") else "\n"
+            token = f"{prefix}{len(runs)}X{ending}"
+            pieces += (data[at:start], token.encode())
+            runs.append((token, run.decode("ascii"), run))
+            at = end
+        if not runs:
+            return None
+        pieces.append(data[at:])
+        return cls(b"".join(pieces), prefix, runs)
+
+    def restore(self, msg: Message) -> bool:
+        found = 0
+        for part in msg.walk():
+            for name in ("preamble", "epilogue"):
+                if self.prefix in (getattr(part, name, None) or ""):
+                    return False
+            payload = part._payload  # type: ignore[attr-defined]
+            if not isinstance(payload, str) or self.prefix not in payload:
+                continue
+            whole = None
+            for token, run, data in self.runs:
+                cut = len(token) - len(token.rstrip("\r\n"))
+                if payload in (token, token[:-cut]):  # the part's body is this run, nothing more
+                    whole = data
+                if token in payload:
+                    payload = payload.replace(token, run, 1)
+                    found += 1
+                elif token[:-cut] in payload:  # the last line: its break was taken off
+                    payload = payload.replace(token[:-cut], run[:-cut], 1)
+                    found += 1
+            if self.prefix in payload:
+                return False
+            part._payload = payload  # type: ignore[attr-defined]
+            if whole is not None:
+                # Checked to be base64 characters and line breaks only: `_clean_base64`
+                # decodes these bytes rather than encoding the text again.
+                part.crm_base64_lines = whole  # type: ignore[attr-defined]
+        return found == len(self.runs)
+
+
+def _base64_bodies(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(start, end, bytes) of each stretch from just after an empty line up to the next empty
+    line, line starting with "--" or the end, that is at least `_LIFT_MIN_BYTES` of whole
+    base64 lines. One scan for the breaks (a regular expression with a literal first byte is a
+    C search), one `bytes.translate` per large stretch."""
+    start: int | None = None
+    for brk in _RUN_BREAK.finditer(data):
+        if start is not None and (run := _whole_base64_lines(data, start, brk.start() + 1)):
+            yield start, brk.start() + 1, run
+        start = brk.end() if brk.group().endswith(b"\n") else None
+    if start is not None and (run := _whole_base64_lines(data, start, len(data))):
+        yield start, len(data), run
+
+
+_RUN_BREAK = re.compile(rb"\n(?:\r?\n|--)")
+
+
+def _whole_base64_lines(data: bytes, start: int, end: int) -> bytes | None:
+    """The stretch if it is at least two lines of base64 characters, each ending in a line
+    break, else None.
+
+    A stretch between two breaks holds no empty line; one starting with a line break (the
+    scan's matches cannot overlap) is left alone.
+    """
+    if end - start < _LIFT_MIN_BYTES:
+        return None
+    body = data[start:end]
+    if not body.endswith(b"\n") or body[:1] in (b"\r", b"\n") or b"\n" not in body[:-1]:
+        return None
+    return None if body.translate(None, _BASE64_CHARS + b"\r\n") else body
 
 
 _FEED_SLICE = 65_536
@@ -736,9 +851,6 @@ def _part_text(part: Message, where: str, ctx: _Context) -> str:
     return _scrub(text.replace("\r\n", "\n"), where, ctx)
 
 
-_CLEAN_BASE64 = re.compile(r"[A-Za-z0-9+/\r\n]*(?:=[\r\n]*){0,2}")
-
-
 def _payload(part: Message, where: str, ctx: _Context) -> bytes:
     clean = _clean_base64(part)
     if clean is not None:
@@ -756,19 +868,28 @@ def _clean_base64(part: Message) -> bytes | None:
 
     get_payload(decode=True) copies the text, encodes it, splits it into lines and joins them
     before decoding: 4.4 bytes of memory per byte of a large attachment. Anything but clean
-    base64 goes the stdlib way, with the same results and defects.
+    base64 (alphabet and line breaks, at most two "=" at the end, whole quanta) goes the
+    stdlib way, with the same results and defects. Checked and decoded with `bytes.translate`
+    and without the line breaks: a regular expression and the decoder skipping them one by
+    one cost more than the rest of the parse.
     """
     payload = part._payload  # type: ignore[attr-defined]  # get_payload() would copy it
+    lifted = getattr(part, "crm_base64_lines", None)  # bytes checked by `_Lifted`
     if not (
         isinstance(payload, str)
-        and payload.isascii()
+        and (lifted is not None or payload.isascii())
         and str(part.get("content-transfer-encoding", "")).lower() == "base64"
-        and _CLEAN_BASE64.fullmatch(payload)
-        and (len(payload) - payload.count("\r") - payload.count("\n")) % 4 == 0
     ):
         return None
+    source = lifted if isinstance(lifted, bytes) else payload.encode("ascii")
+    data = source.replace(b"\n", b"").replace(b"\r", b"")
+    pad = data.find(b"=")  # "=" only as the last one or two characters
+    if len(data) % 4 or (pad >= 0 and data[pad:] not in (b"=", b"==")):
+        return None
+    if lifted is None and data.translate(None, _BASE64_CHARS):
+        return None
     try:
-        return binascii.a2b_base64(payload)
+        return binascii.a2b_base64(data)
     except (binascii.Error, ValueError):
         return None
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db.models import Q, QuerySet
 
-from crm import access
+from crm import access, generations
 from crm.exceptions import NotFound
 from crm.models import ChangeLog, Comment, Group, Module, Record, User
 from crm.models.modules import FieldType
@@ -22,10 +24,29 @@ SORTS = {
 
 
 def visible_module(user: access.Actor, name: str) -> Module:
-    module = access.visible_modules(user).filter(name=name).first()
+    module = _visible_modules_by_name(user).get(name)
     if module is None:
         raise NotFound("No such module.")
-    return module
+    return copy.copy(module)  # the kept one is shared by the process's requests
+
+
+def _visible_modules_by_name(user: access.Actor) -> dict[str, Module]:
+    """The user's visible modules by name, kept by the process under the privileges'
+    generation (which any change to modules, roles or profiles bumps): asked on every page
+    and API call about a record."""
+    key = (
+        f"crm:visible-modules:{access.generation()}:{getattr(user, 'pk', None)}:"
+        f"{int(bool(getattr(user, 'is_active', False)))}"
+        f"{int(bool(getattr(user, 'is_superuser', False)))}"
+    )
+    return generations.kept(
+        f"crm:visible-modules:{getattr(user, 'pk', None)}",
+        key,
+        # Without the counter, which moves at every record created: a copy saved later must
+        # not write an old value back (Django saves only the fields it loaded).
+        lambda: {m.name: m for m in access.visible_modules(user).defer("next_number")},
+        settings.CRM_PRIVILEGES_CACHE_SECONDS,
+    )
 
 
 def search(

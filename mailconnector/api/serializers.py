@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -83,6 +84,43 @@ class _AboutRecord(serializers.Serializer):
 class SuggestionOutput(_AboutRecord):
     reason = serializers.CharField()
     already_linked = serializers.BooleanField()
+
+
+def suggestions_data(found: list[Any], request: Any) -> list[dict[str, Any]]:
+    """`SuggestionOutput(found, many=True).data`, written out: the same keys, values and
+    order, without a serializer and a URL reversal per suggestion (the add-in asks at every
+    email opened)."""
+    return [
+        {
+            "module": s.record.module.name,
+            "id": s.record.pk,
+            "number": _text(s.record.number),
+            "label": _text(s.record.label),
+            "url": request.build_absolute_uri(record_path(s.record.module.name, s.record.pk)),
+            "reason": _text(s.reason),
+            "already_linked": bool(s.already_linked),
+        }
+        for s in found
+    ]
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def record_path(module: str, pk: int) -> str:
+    """`reverse("crm:record_detail", args=[module, pk])`, the module's part reversed once."""
+    head = _record_path_head(module, get_script_prefix())
+    return f"{head}{int(pk)}/" if head is not None else reverse(_DETAIL, args=[module, pk])
+
+
+_DETAIL = "crm:record_detail"
+
+
+@functools.lru_cache(maxsize=256)
+def _record_path_head(module: str, script_prefix: str) -> str | None:
+    path = reverse(_DETAIL, args=[module, 0])  # under the current script prefix
+    return path[:-2] if path.endswith("/0/") else None
 
 
 class SuggestionsOutput(serializers.Serializer):

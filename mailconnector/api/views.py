@@ -68,8 +68,7 @@ class SuggestionListApi(APIView):
             ignore=[data.get("mailbox_owner") or ""],
             message_id=data.get("message_id") or None,
         )
-        context = {"request": request}
-        return Response({"results": s.SuggestionOutput(found, many=True, context=context).data})
+        return Response({"results": s.suggestions_data(found, request)})
 
 
 class RecordSearchApi(APIView):

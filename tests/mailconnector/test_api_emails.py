@@ -233,3 +233,37 @@ def test_unlinking_takes_the_email_off_the_record(org: Org, api: Api) -> None:
     assert client.delete(url).status_code == 204
     assert not MessageLink.objects.exists()
     assert client.delete(url).status_code == 404
+
+
+def test_an_email_uploaded_through_gunicorn_is_stored_byte_for_byte(org: Org, api: Api) -> None:
+    from gunicorn.http.body import Body, LengthReader
+    from gunicorn.http.unreader import IterUnreader
+
+    company = make_record("Companies", org.alice, name="Customer Ltd")
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "jane@customer.example", "alice@crm.example", "Quote"
+    msg["Message-ID"] = MESSAGE_ID
+    msg.set_content("The quote, attached.")
+    pdf = bytes(range(256)) * 2000
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="quote.pdf")
+    raw = bytes(msg)
+    links = json.dumps([{"module": "Companies", "id": company.pk}])
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="links"\r\n\r\n'
+        + links.encode()
+        + b'\r\n--b\r\nContent-Disposition: form-data; name="eml"; filename="m.eml"\r\n'
+        b"Content-Type: message/rfc822\r\n\r\n" + raw + b"\r\n--b--\r\n"
+    )
+    # gunicorn's request body, fed in socket-sized chunks: read in one go by the API.
+    chunks = iter([body[i : i + 8192] for i in range(0, len(body), 8192)])
+    response = api(org.alice).generic(
+        "POST",
+        "/api/addin/v1/emails",
+        content_type="multipart/form-data; boundary=b",
+        CONTENT_LENGTH=str(len(body)),
+        **{"wsgi.input": Body(LengthReader(IterUnreader(chunks), len(body)))},
+    )
+    assert response.status_code == 201, response.content
+    message = Message.objects.get()
+    assert blobs.read(message.raw.name) == raw
+    assert blobs.read(Document.objects.get().file.name) == pdf

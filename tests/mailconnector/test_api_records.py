@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from crm.models import Module
@@ -17,6 +18,11 @@ from tests.conftest import Org
 from tests.factories import grant, make_record
 
 pytestmark = pytest.mark.django_db
+# The suggestions statement is PostgreSQL's; the embedded default (SQLite) runs the same steps
+# as portable queries, which the other suggestion tests cover there.
+ON_POSTGRESQL = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the one-statement suggestions are PostgreSQL's"
+)
 Api = Callable[[Any], APIClient]
 
 
@@ -210,3 +216,86 @@ def test_cors_answers_only_the_add_in_origin_and_only_on_the_api(org: Org, setti
     assert "Access-Control-Allow-Origin" not in other
     page = client.get("/login/", HTTP_ORIGIN="https://addin.example.com")
     assert "Access-Control-Allow-Origin" not in page
+
+
+def test_a_sharing_change_applies_to_the_very_next_suggestion(org: Org, api: Api) -> None:
+    contacts = Module.objects.get(name="Contacts")
+    contacts.default_sharing = Sharing.PUBLIC_READ
+    contacts.save()
+    jane = make_record(contacts, org.charlie, last_name="Doe", email="jane@acme.example")
+    client = api(org.alice)
+    assert [r["id"] for r in _suggest(client, ("jane@acme.example", "from"))] == [jane.pk]
+    _private("Contacts")
+    assert _suggest(client, ("jane@acme.example", "from")) == []
+
+
+@ON_POSTGRESQL
+def test_the_suggestions_statement_reads_the_same_for_every_user(org: Org, api: Api) -> None:
+    _private("Contacts")
+    make_record("Contacts", org.alice, last_name="Doe", email="jane@acme.example")
+    statements: list[str] = []
+
+    def keep(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if "wanted(address" in sql:
+            statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(keep):
+        for user in (org.alice, org.bob, org.charlie):  # his own, his report's, another branch
+            _suggest(api(user), ("jane@acme.example", "from"))
+    # One text for all: PostgreSQL prepares it once per connection instead of planning each.
+    assert len(statements) == 3
+    assert len(set(statements)) == 1
+
+
+def test_a_change_made_by_another_process_applies_to_the_next_request(org: Org, api: Api) -> None:
+    from django.core.cache import cache
+
+    from crm import access
+
+    contacts = Module.objects.get(name="Contacts")
+    contacts.default_sharing = Sharing.PUBLIC_READ
+    contacts.save()
+    jane = make_record(contacts, org.charlie, last_name="Doe", email="jane@acme.example")
+    client = api(org.alice)
+    assert [r["id"] for r in _suggest(client, ("jane@acme.example", "from"))] == [jane.pk]
+    # Another process writes its rows (no signal reaches this one) and bumps the shared
+    # generation, as `access.invalidate()` does there.
+    Module.objects.filter(pk=contacts.pk).update(default_sharing=Sharing.PRIVATE)
+    cache.incr(access._GENERATION_KEY)
+    assert _suggest(client, ("jane@acme.example", "from")) == []
+
+
+@ON_POSTGRESQL
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_suggestions_on_one_prepared_plan_keep_visibility_and_leave_no_settings(
+    org: Org, api: Api
+) -> None:
+    _private("Contacts")
+    acme = make_record("Companies", org.alice, name="Acme", email="info@acme.example")
+    jane = make_record(
+        "Contacts", org.alice, last_name="Doe", email="jane@acme.example", company=acme.pk
+    )
+    hidden = make_record("Contacts", org.charlie, last_name="Roe", email="roe@acme.example")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_parallel_workers_per_gather")
+        workers = cursor.fetchone()
+    # Outside a transaction, as a request runs; past the prepare threshold, so most calls run
+    # the one prepared statement, whoever asks.
+    for _ in range(4):
+        alice = _suggest(api(org.alice), ("jane@acme.example", "from"), ("roe@acme.example", "cc"))
+        assert [(r["id"], r["reason"]) for r in alice] == [
+            (jane.pk, "from address"),
+            (acme.pk, "sender's company domain"),
+        ]
+        charlie = _suggest(api(org.charlie), ("roe@acme.example", "from"))
+        assert [(r["id"], r["reason"]) for r in charlie] == [
+            (hidden.pk, "from address"),
+            (acme.pk, "sender's company domain"),
+        ]
+    with connection.cursor() as cursor:
+        # The plan settings the statement asks for ended with it.
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone() == ("auto",)
+        cursor.execute("SHOW max_parallel_workers_per_gather")
+        assert cursor.fetchone() == workers

@@ -796,3 +796,66 @@ def test_mimekit_reports_are_recognised_as_reports(name: str, report_type: str) 
 
     assert email.content_type == "multipart/report"
     assert email.report_type == report_type
+
+
+# --- Large base64 bodies (read without feeding their lines to the stdlib parser) ------------
+
+_PDF = bytes(range(256)) * 1200 + b"%%EOF"  # 307 kB, every byte value
+
+
+def _mixed(linesep: bytes, body: bytes, *, inner: str = "application/pdf") -> bytes:
+    head = (
+        b"From: a@customer.example\nTo: b@crm.example\nSubject: Offer\n"
+        b"Message-ID: <offer-1@customer.example>\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\n\n'
+        b"--b1\nContent-Type: text/plain; charset=utf-8\n\nSee the offer attached.\n\n"
+        b"--b1\nContent-Type: " + inner.encode() + b'; name="offer.pdf"\n'
+        b'Content-Disposition: attachment; filename="offer.pdf"\n'
+        b"Content-Transfer-Encoding: base64\n\n"
+    )
+    return (head + body + b"--b1--\n").replace(b"\n", linesep)
+
+
+@pytest.mark.parametrize("linesep", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+@pytest.mark.parametrize(
+    "ending", [b"", b"\n", b"\n\n"], ids=["no-blank", "blank-line", "two-blank-lines"]
+)
+def test_a_large_base64_attachment_comes_out_byte_for_byte(linesep: bytes, ending: bytes) -> None:
+    email = parse(_mixed(linesep, base64.encodebytes(_PDF) + ending))
+    assert email.text_body == "See the offer attached.\n"
+    [part] = email.parts
+    assert (part.filename, part.content_type) == ("offer.pdf", "application/pdf")
+    assert part.size == len(_PDF)
+    assert part.payload == _PDF
+    assert not email.defects
+
+
+def test_a_large_base64_attachment_with_a_broken_line_is_decoded_the_lenient_way() -> None:
+    lines = base64.encodebytes(_PDF).split(b"\n")
+    lines[100] = lines[100][:10] + b"*" + lines[100][10:]  # one character outside the alphabet
+    email = parse(_mixed(b"\r\n", b"\n".join(lines)))
+    [part] = email.parts
+    assert part.payload == base64.b64decode(b"".join(lines).replace(b"*", b""))
+
+
+def test_base64_looking_lines_of_a_text_body_stay_its_text() -> None:
+    text = base64.encodebytes(_PDF[:60_000]).decode()
+    raw = (
+        "From: a@customer.example\r\nSubject: Key material\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n\r\n" + text.replace("\n", "\r\n")
+    ).encode()
+    assert parse(raw).text_body == text
+
+
+def test_a_forwarded_email_keeps_its_large_attachment() -> None:
+    inner = _mixed(b"\r\n", base64.encodebytes(_PDF))
+    raw = (
+        b"From: c@crm.example\r\nSubject: Fwd: Offer\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
+        b"--outer\r\nContent-Type: text/plain\r\n\r\nForwarding.\r\n"
+        b"--outer\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--outer--\r\n"
+    )
+    [forwarded] = parse(raw).parts
+    assert forwarded.nested is not None
+    [attachment] = forwarded.nested.parts
+    assert attachment.payload == _PDF
