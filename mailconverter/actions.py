@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from crm import access
@@ -53,6 +53,9 @@ class MailContext:
     body: str  # the text body (HTML converted to text when there is none)
     own_addresses: frozenset[str] = frozenset()
     capture: str | None = None  # the rule's regex capture or ticket number
+    entry: LedgerEntry | None = None  # the ledger row acting on the email (the scanner's)
+    # Definitions read once for many messages (modules by name); the scanner empties it.
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,17 +85,17 @@ def create_ticket(action: Mapping[str, Any], ctx: MailContext) -> ActionResult:
     limited = _over_sender_limit(sender)
     if limited:
         return ActionResult(False, reason=limited)
-    module = _module(TICKETS)
-    contact = _first(_by_address(ctx.owner, CONTACTS, [sender]))
+    module = _module(TICKETS, ctx.memo)
+    contact = _first(_by_address(ctx.owner, CONTACTS, [sender], memo=ctx.memo))
     company = None
     if contact is not None:
         company = _referenced(contact, "company")
     if company is None:
-        company = _first(_by_address(ctx.owner, COMPANIES, [sender], domains=True))
+        company = _first(_by_address(ctx.owner, COMPANIES, [sender], domains=True, memo=ctx.memo))
     made: list[Record] = []
     lead = created_lead = None
     if contact is None and company is None and action.get("create_lead"):
-        lead = _first(_by_address(ctx.owner, LEADS, [sender]))
+        lead = _first(_by_address(ctx.owner, LEADS, [sender], memo=ctx.memo))
         if lead is None:
             lead = created_lead = _create_person(ctx, LEADS, ctx.message.from_name, sender)
         made.append(lead)
@@ -111,7 +114,11 @@ def create_ticket(action: Mapping[str, Any], ctx: MailContext) -> ActionResult:
     for record in (ticket, *made):
         ingest.link(message=ctx.message, record=record, actor=None, via=VIA)
     tickets.record_origin(
-        ticket=ticket, mailbox=ctx.mailbox, message=ctx.message, created_lead=created_lead
+        ticket=ticket,
+        mailbox=ctx.mailbox,
+        message=ctx.message,
+        created_lead=created_lead,
+        entry=ctx.entry,
     )
     return ActionResult(True, Outcome.CREATED, [ticket, *made])
 
@@ -155,7 +162,7 @@ def update_ticket(action: Mapping[str, Any], ctx: MailContext) -> ActionResult:
 
 
 def _find_ticket(ctx: MailContext) -> tuple[Record | None, str]:
-    module = _module(TICKETS)
+    module = _module(TICKETS, ctx.memo)
     tickets = access.records(ctx.owner, module, "edit")
     prefix = module.number_prefix
     m = ctx.message
@@ -170,13 +177,23 @@ def _find_ticket(ctx: MailContext) -> tuple[Record | None, str]:
             if ticket is not None:
                 return ticket, f"{number} from {where}"
     refs = [r for r in [m.in_reply_to, *m.references] if r]
-    if refs:
-        linked = (
-            MessageLink.objects.filter(
-                message__message_id__in=refs,
-                record__in=tickets,
+    # The emails replied to first, by their indexed ids: a join from the tickets' side reads
+    # every ticket's links whenever the planner misjudges how many tickets there are.
+    replied = (
+        list(
+            Message.objects.filter(
+                # A PEC reply may quote only the certified id (mailconverter.pec, Threading).
+                Q(message_id__in=refs) | Q(certified_id__in=refs)
             )
-            .exclude(message=m)
+            .exclude(pk=m.pk)
+            .values_list("pk", flat=True)
+        )
+        if refs
+        else []
+    )
+    if replied:
+        linked = (
+            MessageLink.objects.filter(message_id__in=replied, record__in=tickets)
             .order_by("-linked_at")
             .select_related("record")
             .first()
@@ -215,7 +232,11 @@ def link(action: Mapping[str, Any], ctx: MailContext) -> ActionResult:
     module_name, addresses = _link_target(action, ctx)
     if module_name is None:
         return ActionResult(False, reason=f"cannot link to {action.get('module')!r}")
-    found = list(_by_address(ctx.owner, module_name, addresses, domains=module_name == COMPANIES))
+    found = list(
+        _by_address(
+            ctx.owner, module_name, addresses, domains=module_name == COMPANIES, memo=ctx.memo
+        )
+    )
     if not found:
         return ActionResult(False, reason=f"no {module_name} for {', '.join(addresses) or '-'}")
     for record in found:
@@ -270,7 +291,7 @@ def _create_person(ctx: MailContext, module_name: str, name: str, address: str) 
         if module_name == LEADS:
             data |= {"status": "New", "source": "Email"}
     return record_service.create(
-        actor=ctx.owner, module=_module(module_name), data=data, owner=ctx.owner
+        actor=ctx.owner, module=_module(module_name, ctx.memo), data=data, owner=ctx.owner
     )
 
 
@@ -312,19 +333,30 @@ def validate(actions: Iterable[Mapping[str, Any]]) -> dict[int, str]:
 # --- look-ups ----------------------------------------------------------------------------------
 
 
-def _module(name: str) -> Module:
-    return Module.objects.get(name=name)
+def _module(name: str, memo: dict[str, Any] | None = None) -> Module:
+    """The module by name; with a memo, read once for all the messages it serves."""
+    if memo is None:
+        return Module.objects.get(name=name)
+    key = f"module:{name}"
+    if key not in memo:
+        memo[key] = Module.objects.get(name=name)
+    return memo[key]  # type: ignore[no-any-return]
 
 
 def _by_address(
-    owner: User, module_name: str, addresses: Iterable[str], *, domains: bool = False
+    owner: User,
+    module_name: str,
+    addresses: Iterable[str],
+    *,
+    domains: bool = False,
+    memo: dict[str, Any] | None = None,
 ) -> QuerySet[Record]:
     """Live records the owner may edit with one of these addresses (every match, oldest first).
 
     With `domains`, a company also matches by its addresses' domain, free-mail domains excepted.
     """
     addresses = [a.lower() for a in addresses if a]
-    records = access.records(owner, _module(module_name), "edit")
+    records = access.records(owner, _module(module_name, memo), "edit")
     if not addresses:
         return records.none()
     matched = records.filter(addresses__address__in=addresses)

@@ -15,7 +15,9 @@ import contextlib
 import imaplib
 import socket
 import ssl
+import sys
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -24,11 +26,13 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 __all__ = [
+    "BodiesAhead",
     "ConnectionSettings",
     "FolderInfo",
     "ImapError",
     "Selected",
     "Session",
+    "batches",
     "test_connection",
 ]
 
@@ -248,7 +252,7 @@ class Session:
         A message expunged meanwhile is absent from the answer and simply not yielded: it is
         gone from the server, and the ledger never saw it.
         """
-        for group in _batches(uids, sizes, batch, batch_bytes):
+        for group in batches(uids, sizes, batch, batch_bytes):
             with _described(self.settings):
                 answer = self.client.fetch(group, [b"BODY.PEEK[]"])
             for uid in group:
@@ -296,6 +300,66 @@ class Session:
                 self.client.uid_expunge(uids)
 
 
+class BodiesAhead:
+    """Bodies in batches, the next batch fetched while the caller works on the current one.
+
+    The fetch runs in one helper thread on the session's connection, one batch ahead; between
+    batches (`idle()`) nothing is in flight, and the caller may use the connection itself
+    (\\Seen, moves). Still one connection, one command at a time. A fetch's error is raised
+    to the caller when it asks for that batch; leaving the `with` block waits for the fetch in
+    flight, so the session is never closed under it.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        uids: Sequence[int],
+        sizes: dict[int, int],
+        *,
+        batch: int,
+        batch_bytes: int,
+    ) -> None:
+        self._session, self._sizes = session, sizes
+        self._groups = iter(list(batches(uids, sizes, batch, batch_bytes)))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch")
+        self._ahead: Future[list[tuple[int, bytes]]] | None = None
+
+    def __enter__(self) -> Self:
+        self._ahead = self._submit()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.idle()
+        self._pool.shutdown(wait=True)
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> list[tuple[int, bytes]]:
+        if self._ahead is None:
+            raise StopIteration
+        current = self._ahead.result()
+        self._ahead = self._submit()
+        return current
+
+    def idle(self) -> None:
+        """Wait until no fetch is in flight (the next batch, or its error, is then held)."""
+        if self._ahead is not None:
+            wait([self._ahead])
+
+    def _submit(self) -> Future[list[tuple[int, bytes]]] | None:
+        group = next(self._groups, None)
+        if group is None:
+            return None
+        return self._pool.submit(self._fetch, group)
+
+    def _fetch(self, group: list[int]) -> list[tuple[int, bytes]]:
+        # One FETCH for the group: it was sized by `batches` already.
+        return list(
+            self._session.bodies(group, self._sizes, batch=len(group), batch_bytes=sys.maxsize)
+        )
+
+
 def test_connection(settings: ConnectionSettings) -> str:
     """What an administrator sees after "Test connection": one sentence; raises ImapError."""
     with Session(settings) as session:
@@ -324,9 +388,10 @@ def _ssl_context(verify: bool, ca_file: str = "") -> ssl.SSLContext:
     return context
 
 
-def _batches(
+def batches(
     uids: Sequence[int], sizes: dict[int, int], batch: int, batch_bytes: int
 ) -> Iterator[list[int]]:
+    """UIDs in groups of at most `batch` messages and `batch_bytes` (one FETCH each)."""
     group: list[int] = []
     total = 0
     for uid in uids:

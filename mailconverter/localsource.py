@@ -12,6 +12,10 @@ It is not a way to read the server's files: only directories listed in
 regular `*.eml` files directly inside them, never a symlink that leads elsewhere; anything
 else is refused with an `ImapError`, like a server that cannot be reached.
 
+The scanner opens its sessions with `session_for`, so a mailbox served by a local source is
+scanned like any other: by "Scan now", the periodic scan and `manage.py mailconverter_scan`.
+A file dropped into the directory later is new mail; the ledger keeps the rest from doubling.
+
 `install_sample` and `scan_sample` are what `manage.py mailconverter_demo` runs: the mailbox
 "Support (sample)" with its rules, converted from `fixtures/sample_mailbox/`.
 """
@@ -32,7 +36,7 @@ from django.db import transaction
 
 from crm.exceptions import Invalid
 from crm.models import Record, User
-from mailconverter import actions, scanner
+from mailconverter import actions, scanner, schedule
 from mailconverter.imap import ConnectionSettings, FolderInfo, ImapError, Selected, Session
 from mailconverter.models import Folder, LedgerEntry, Mailbox, Rule, ScanRun
 
@@ -350,14 +354,15 @@ def install_sample(*, owner: User | None = None) -> Mailbox:
             security=Mailbox.Security.NONE,
             username=SAMPLE_ADDRESS,
             address=SAMPLE_ADDRESS,
+            # The local source cannot move mail: it keeps read marks in its state file.
             after_scan=Mailbox.AfterScan.MARK_READ,
-            # Only `manage.py mailconverter_demo` reads it; the schedule would not know how.
-            enabled=False,
+            enabled=True,
             owner=owner,
         )
         Folder.objects.create(mailbox=mailbox, name=INBOX, selected=True)
         for position, rule in enumerate(SAMPLE_RULES):
             Rule.objects.create(mailbox=mailbox, position=position, **rule)
+        schedule.sync(mailbox)
     return mailbox
 
 
@@ -366,7 +371,7 @@ def scan_sample(mailbox: Mailbox) -> SampleResult:
     if not mailbox.host.startswith(PREFIX):
         raise ImapError(f"{mailbox.name} is not a local mailbox.")
     since = LedgerEntry.objects.filter(mailbox=mailbox).order_by("-pk").values("pk").first()
-    run = scanner.scan(mailbox, session_factory=LocalSource)
+    run = scanner.scan(mailbox)
     entries = list(
         LedgerEntry.objects.filter(mailbox=mailbox, pk__gt=since["pk"] if since else 0)
         .select_related("message")

@@ -1,8 +1,9 @@
 """OAuth2 access tokens for XOAUTH2 mailboxes (Microsoft 365, Gmail), refreshed before they expire.
 
-An administrator connects a mailbox once: the provider's consent pages hand out a refresh
-token, `services.set_oauth2` stores it with the app registration (token endpoint, client id and
-secret, scope). From then on every scan and every "Test connection" asks `access_token()`: the
+An administrator connects a mailbox once, with "Connect with Microsoft / Google" (the consent
+below; `services.finish_oauth2_consent` stores the tokens) or by pasting a refresh token
+(`services.set_oauth2`), with the app registration (token endpoint, client id and secret,
+scope). From then on every scan and every "Test connection" asks `access_token()`: the
 stored access token while it has more than `REFRESH_MARGIN` to live, else a new one from the
 token endpoint (RFC 6749 §6, `grant_type=refresh_token`).
 
@@ -17,19 +18,33 @@ just used up, and the mailbox would look revoked.
 
 Every failure is an `OAuth2Error`, an `ImapError`, so scans and "Test connection" report it in
 the same words an administrator can act on.
+
+**Consent** ("Connect with Microsoft / Google" on the mailbox's settings page): the
+authorization code grant (RFC 6749 §4.1) with PKCE (RFC 7636, S256). `begin` makes a `Consent`
+(a random `state`, the code verifier, the mailbox, the administrator, the app registration);
+the page keeps it in the administrator's session and sends the browser to `authorization_url`.
+The provider sends the browser back to the callback with `code` and `state`; only a state this
+session holds for this administrator is accepted, once, within `CONSENT_LIFETIME`, and
+`exchange_code` trades the code and the verifier for the tokens at the token endpoint. The
+endpoints and scopes are settings (`CONVERTER_OAUTH2_MICROSOFT_*`, `CONVERTER_OAUTH2_GOOGLE_*`).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 import json
+import secrets as random
+import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -37,7 +52,21 @@ from mailconverter import secrets
 from mailconverter.imap import ImapError
 from mailconverter.models import Mailbox
 
-__all__ = ["REFRESH_MARGIN", "OAuth2Error", "access_token", "check_token_url"]
+__all__ = [
+    "CONSENT_LIFETIME",
+    "REFRESH_MARGIN",
+    "Consent",
+    "OAuth2Error",
+    "Provider",
+    "access_token",
+    "authorization_url",
+    "begin",
+    "check_token_url",
+    "denied",
+    "exchange_code",
+    "provider",
+    "providers",
+]
 
 # A token about to expire is refreshed first: a scan may take minutes after its login.
 REFRESH_MARGIN = timedelta(minutes=5)
@@ -199,6 +228,208 @@ def _refused(url: str, status: int, answer: dict[str, Any]) -> str:
     return f"The OAuth2 token endpoint {url} answered HTTP {status} without an OAuth2 error."
 
 
+# --- consent: authorization code with PKCE ------------------------------------------------------
+
+# The browser comes back within minutes; a consent left longer is started again.
+CONSENT_LIFETIME = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Provider:
+    key: str
+    label: str
+    authorize_url: str
+    token_url: str
+    scope: str
+    # Authorize parameters of this provider. Google hands out a refresh token only with
+    # offline access, and again only when asked to show the consent screen.
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+def providers() -> list[Provider]:
+    """The providers offered on the settings page, from the settings (read at call time)."""
+    return [
+        Provider(
+            "microsoft",
+            "Microsoft",
+            settings.CONVERTER_OAUTH2_MICROSOFT_AUTHORIZE_URL,
+            settings.CONVERTER_OAUTH2_MICROSOFT_TOKEN_URL,
+            settings.CONVERTER_OAUTH2_MICROSOFT_SCOPE,
+            (("response_mode", "query"), ("prompt", "select_account")),
+        ),
+        Provider(
+            "google",
+            "Google",
+            settings.CONVERTER_OAUTH2_GOOGLE_AUTHORIZE_URL,
+            settings.CONVERTER_OAUTH2_GOOGLE_TOKEN_URL,
+            settings.CONVERTER_OAUTH2_GOOGLE_SCOPE,
+            (("access_type", "offline"), ("prompt", "consent")),
+        ),
+    ]
+
+
+def provider(key: str) -> Provider:
+    for found in providers():
+        if found.key == key:
+            return found
+    raise OAuth2Error(f"There is no OAuth2 provider {key!r}: choose Microsoft or Google.")
+
+
+@dataclass(frozen=True)
+class Consent:
+    """A consent under way, kept in the administrator's session until the provider answers.
+
+    `client_secret` is encrypted (crm.secrets), as on the mailbox; "" for an app without one.
+    """
+
+    state: str
+    mailbox_id: int
+    user_id: int
+    provider: str
+    client_id: str
+    client_secret: str
+    verifier: str
+    redirect_uri: str
+    started_at: float  # time.time()
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Consent | None:
+        try:
+            return cls(**data)
+        except TypeError:
+            return None  # a session written by another version: start again
+
+    @property
+    def expired(self) -> bool:
+        return time.time() - self.started_at > CONSENT_LIFETIME.total_seconds()
+
+
+def begin(
+    *,
+    mailbox_id: int,
+    user_id: int,
+    provider_key: str,
+    client_id: str,
+    client_secret: str,
+    redirect_uri: str,
+) -> Consent:
+    """A new consent; raises OAuth2Error when the provider's endpoints are not https://."""
+    chosen = provider(provider_key)
+    check_token_url(chosen.token_url)
+    _check_https(chosen.authorize_url, "authorization")
+    return Consent(
+        state=random.token_urlsafe(32),
+        mailbox_id=mailbox_id,
+        user_id=user_id,
+        provider=chosen.key,
+        client_id=client_id,
+        client_secret=client_secret,
+        verifier=random.token_urlsafe(64),  # RFC 7636 §4.1: 43 to 128 characters
+        redirect_uri=redirect_uri,
+        started_at=time.time(),
+    )
+
+
+def authorization_url(consent: Consent, *, login_hint: str = "") -> str:
+    """Where the administrator's browser signs in and consents (RFC 6749 §4.1.1)."""
+    chosen = provider(consent.provider)
+    params = {
+        "response_type": "code",
+        "client_id": consent.client_id,
+        "redirect_uri": consent.redirect_uri,
+        "scope": chosen.scope,
+        "state": consent.state,
+        "code_challenge": _challenge(consent.verifier),
+        "code_challenge_method": "S256",
+        **dict(chosen.extra),
+    }
+    if "@" in login_hint:  # the mailbox's account, preselected on the sign-in page
+        params["login_hint"] = login_hint
+    joiner = "&" if urlsplit(chosen.authorize_url).query else "?"
+    return f"{chosen.authorize_url}{joiner}{urlencode(params)}"
+
+
+def exchange_code(consent: Consent, code: str) -> _Grant:
+    """The tokens for the code the provider sent back (RFC 6749 §4.1.3, RFC 7636 §4.5)."""
+    chosen = provider(consent.provider)
+    if not code:
+        raise OAuth2Error(f"{chosen.label} sent the browser back without a code: connect again.")
+    check_token_url(chosen.token_url)
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": consent.redirect_uri,
+        "client_id": consent.client_id,
+        "code_verifier": consent.verifier,
+    }
+    client_secret = _decrypt(consent.client_secret)
+    if client_secret:
+        form["client_secret"] = client_secret
+    status, answer = _post(chosen.token_url, form)
+    if status != 200:
+        raise OAuth2Error(_code_refused(chosen, status, answer))
+    grant = _grant(chosen.token_url, answer)
+    if not grant.refresh_token:
+        raise OAuth2Error(
+            f"{chosen.label} granted access without a refresh token, so scans could not sign in "
+            f"for long: the scope must allow offline access ({chosen.scope})."
+        )
+    return grant
+
+
+def denied(consent: Consent, error: str, description: str) -> str:
+    """The provider's error answer to the browser (RFC 6749 §4.1.2.1), in words."""
+    label = provider(consent.provider).label
+    detail = _first_line(description)
+    detail = f"{error[:100]} ({detail})" if detail else error[:100]
+    if error == "access_denied":
+        return (
+            f"Access was not granted at {label}: {detail}. Sign in as the mailbox's account and "
+            "accept, or ask the organisation's administrator to consent to the app. "
+            "Nothing was changed."
+        )
+    return f"{label} refused the sign-in: {detail}. Nothing was changed."
+
+
+def _code_refused(chosen: Provider, status: int, answer: dict[str, Any]) -> str:
+    error = str(answer.get("error") or "")
+    description = _first_line(str(answer.get("error_description") or ""))
+    detail = f"{error} ({description})" if description else error
+    if error == "invalid_grant":
+        return (
+            f"{chosen.label}'s token endpoint refused the sign-in code: {detail} — it expired "
+            "or was used already: connect again. Nothing was changed."
+        )
+    if error in ("invalid_client", "unauthorized_client"):
+        return (
+            f"{chosen.label}'s token endpoint refused the client id or secret: {detail} — check "
+            "the app registration's client id and secret. Nothing was changed."
+        )
+    if error:
+        return (
+            f"{chosen.label}'s token endpoint refused the sign-in: {detail}. Nothing was changed."
+        )
+    return (
+        f"{chosen.label}'s token endpoint {chosen.token_url} answered HTTP {status} without an "
+        "OAuth2 error. Nothing was changed."
+    )
+
+
+def _challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _check_https(url: str, what: str) -> None:
+    parts = urlsplit(url)
+    secure = parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname))
+    if not (secure and parts.hostname):
+        raise OAuth2Error(f"The OAuth2 {what} endpoint must be an https:// address (got {url}).")
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -223,7 +454,9 @@ def _first_line(text: str) -> str:
     return line[:200]
 
 
-def _is_loopback(host: str) -> bool:
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
     if host.lower() in _LOOPBACK_NAMES:
         return True
     try:

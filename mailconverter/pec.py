@@ -33,11 +33,11 @@ What the scanner does with a message on a mailbox whose PEC flag is on (see `vie
   as it is. Nothing here raises on malformed input.
 
 Threading: the update-ticket action matches a reply's In-Reply-To/References against the
-Message-IDs of the emails on a ticket: the original's own and, the envelope being linked too,
-the envelope's. When the two differ from X-Riferimento-Message-ID (Aruba gives postacert.eml
-its own id and keeps the sender's only in that header), replies carrying the provider's id,
-which is what the recipients saw, are matched; a reply naming only the sender's id is not,
-as no stored Message holds it.
+Message-IDs of the emails on a ticket: the original's own, the envelope's (it is linked too),
+and the certified id, X-Riferimento-Message-ID, which the scanner records on both as
+`Message.certified_id`. A provider may renumber (Aruba gives postacert.eml its own id and keeps
+the sender's only in that header): a reply carrying the provider's id, which is what the
+recipients saw, and one quoting only the sender's certified id both find the ticket.
 """
 
 from __future__ import annotations

@@ -7,17 +7,20 @@ ARCHITECTURE.md, "The scan loop", step by step:
 2. Per selected folder: SELECT; a changed UIDVALIDITY restarts the cursor (RFC 3501 §2.3.1.1);
    the ledger keeps that from doubling anything. `UID SEARCH UID <last+1>:*` (+ UNSEEN).
 3. Sizes first (RFC822.SIZE): an oversize message is quarantined from its header alone.
-   Bodies in batches with BODY.PEEK[], which does not set \\Seen.
+   Bodies in batches with BODY.PEEK[], which does not set \\Seen; the next batch is fetched
+   while the current one is converted (`imap.BodiesAhead`, still one connection).
 4. Per message one transaction: the lease is re-checked (fencing: a scan that lost its lease
-   cannot commit), the ledger row, ingest, loop guard, rules, actions. Commit. Only then
-   \\Seen or a move, and then the cursor. A crash between commit and flag leaves the ledger
-   row `after_scan_pending`; the next scan of the folder finishes the job first.
+   cannot commit), the ledger row, ingest, loop guard, rules, actions. Commit. Only then,
+   batch by batch, \\Seen or a move, and then the cursor. A crash between commit and flag
+   leaves the ledger row `after_scan_pending`; the next scan of the folder finishes the job
+   first. The writes inside take no savepoints: a unique index lost to a concurrent writer
+   of the same email fails the transaction, and the message runs once more.
 5. A message whose processing raises is rolled back and quarantined with its bytes and the
    error; each scan retries it until CONVERTER_MAX_ATTEMPTS, during which the cursor waits
    for it; then it waits for an administrator's retry and the folder goes on.
 6. The ledger's `acted` row is unique per email identity, so the same email in two folders or
    two mailboxes runs rules once (PostgreSQL makes the second transaction wait on the unique
-   index, then fail, for a concurrent twin).
+   index, then fail, for a concurrent twin; its second run records a duplicate).
 7. Every run writes a ScanRun with counts per outcome.
 """
 
@@ -32,9 +35,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -44,8 +48,9 @@ from crm.email.parse import ParsedEmail, identity, parse
 from crm.email.sanitize import html_to_text
 from crm.models import Message, Module, Record, User
 from crm.services import blobs, ingest
+from crm.services import records as record_service
 from mailconverter import actions, loops, pec, rules, spam
-from mailconverter.imap import ConnectionSettings, ImapError, Session
+from mailconverter.imap import BodiesAhead, ConnectionSettings, ImapError, Session
 from mailconverter.models import (
     BlockedSender,
     Folder,
@@ -60,7 +65,7 @@ from mailconverter.models import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LeaseLost", "connection_settings", "process", "scan"]
+__all__ = ["LeaseLost", "connection_settings", "open_session", "process", "scan"]
 
 # Outcomes that put the message where processed mail goes, and those for unmatched mail.
 PROCESSED = frozenset(
@@ -72,6 +77,13 @@ _STRENGTH: list[str] = [Outcome.CREATED, Outcome.UPDATED, Outcome.LINKED, Outcom
 
 SessionFactory = Callable[[ConnectionSettings], Session]
 Progress = Callable[[str, int, int], None]  # folder, done, total
+
+
+def open_session(connection: ConnectionSettings) -> Session:
+    """IMAP, or the local source for `local:` hosts (the sample mailbox): what scans use."""
+    from mailconverter import localsource  # it imports this module
+
+    return localsource.session_for(connection)
 
 
 class LeaseLost(Exception):
@@ -116,12 +128,16 @@ class _Scan:
     progress: Progress | None = None
     should_stop: Callable[[], bool] = lambda: False
     stopped: bool = False
+    # Read once per fetch batch (`_fresh_batch`): the blocked senders, and what the actions
+    # look up again for every message (modules, their fields, the owner's writable fields).
+    blocked: frozenset[str] | None = None
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 def scan(
     mailbox: Mailbox,
     *,
-    session_factory: SessionFactory = Session,
+    session_factory: SessionFactory = open_session,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     run: ScanRun | None = None,
@@ -275,29 +291,33 @@ def _scan_folder(ctx: _Scan, imap: Session, folder: Folder) -> None:
             ctx.counts[entry.outcome] += 1
             done += 1
     fetchable = [uid for uid in todo if sizes.get(uid, 0) <= limit and uid in sizes]
-    batch: list[LedgerEntry] = []
-    for uid, raw in imap.bodies(
+    with BodiesAhead(
+        imap,
         fetchable,
         sizes,
         batch=settings.CONVERTER_FETCH_BATCH,
         batch_bytes=settings.CONVERTER_FETCH_BATCH_BYTES,
-    ):
-        entry = process(ctx.mailbox, folder, validity, uid, raw, scan=ctx)
-        ctx.counts[entry.outcome] += 1
-        settled[uid] = entry.outcome != Outcome.FAILED or _parked(entry)
-        if entry.after_scan_pending:
-            batch.append(entry)
-        done += 1
-        if ctx.progress:
-            ctx.progress(folder.name, done, len(todo))
-        if len(batch) >= settings.CONVERTER_FETCH_BATCH:
-            _after_scan(ctx, imap, folder, validity, batch)
-            batch = []
+    ) as bodies:
+        for group in bodies:  # the next group is fetched meanwhile
+            flagged: list[LedgerEntry] = []
+            for uid, raw in group:
+                entry = process(ctx.mailbox, folder, validity, uid, raw, scan=ctx)
+                ctx.counts[entry.outcome] += 1
+                settled[uid] = entry.outcome != Outcome.FAILED or _parked(entry)
+                if entry.after_scan_pending:
+                    flagged.append(entry)
+                done += 1
+                if ctx.progress:
+                    ctx.progress(folder.name, done, len(todo))
+                if ctx.should_stop():
+                    ctx.stopped = True
+                    break
+            bodies.idle()  # the connection is free for the flags
+            _after_scan(ctx, imap, folder, validity, flagged)
             cursor.advance()  # a long first scan keeps its place as it goes
-        if ctx.should_stop():
-            ctx.stopped = True
-            break
-    _after_scan(ctx, imap, folder, validity, batch)
+            _fresh_batch(ctx)
+            if ctx.stopped:
+                break
     # Messages that vanished between SEARCH and FETCH (expunged by a user) settle as gone.
     for uid in todo:
         settled.setdefault(uid, uid not in sizes)
@@ -362,30 +382,49 @@ def process(
     started = _start_attempt(ctx, folder, uidvalidity, uid, key, head, raw)
     if started.outcome != Outcome.FAILED:
         return started  # settled meanwhile (a concurrent retry)
-    try:
-        with transaction.atomic():
-            _renew(ctx)
-            entry = LedgerEntry.objects.select_for_update().get(pk=started.pk)
-            if entry.outcome != Outcome.FAILED:
-                return entry
-            entry.rule = None
-            if entry.attempts > 1:  # a first attempt has no records to forget
-                entry.records.clear()
+    for run in (1, 2):
+        try:
+            return _transaction(ctx, started, raw, head, folder)
+        except LeaseLost:
+            raise
+        except IntegrityError as exc:
+            if run == 1:
+                # A concurrent writer of the same email (a twin in another folder or mailbox,
+                # the add-in storing it) won a unique index and has committed: a second run
+                # finds its rows. Nested writes take no savepoints; this is their fallback.
+                log.info("message %s/%s UID %s runs again: %r", mailbox.name, folder.name, uid, exc)
+                continue
+            log.warning("message %s/%s UID %s quarantined: %r", mailbox.name, folder.name, uid, exc)
+            return _failed(started, raw, exc)
+        except Exception as exc:
+            log.warning("message %s/%s UID %s quarantined: %r", mailbox.name, folder.name, uid, exc)
+            return _failed(started, raw, exc)
+    raise AssertionError("unreachable")
+
+
+def _transaction(
+    ctx: _Scan, started: LedgerEntry, raw: bytes, head: ParsedEmail, folder: Folder
+) -> LedgerEntry:
+    """The message's one transaction: lease, ledger row, ingest, rules, actions."""
+    with transaction.atomic():
+        _renew(ctx)
+        entry = LedgerEntry.objects.select_for_update().get(pk=started.pk)
+        if entry.outcome != Outcome.FAILED:
+            return entry
+        entry.rule = None
+        if entry.attempts > 1:  # a first attempt has no records to forget
+            entry.records.clear()
+        with record_service.remembering(ctx.memo):
             _convert(ctx, entry, raw, head, folder)
-            entry.error = ""
-            entry.processed_at = timezone.now()
-            entry.after_scan_pending = _wants_after_scan(ctx.mailbox, entry.outcome)
-            entry.save()
-            if entry.attempts > 1:  # only a repeat attempt can have quarantined bytes
-                QuarantinedMail.objects.filter(entry=entry, resolved_at=None).update(
-                    resolved_at=entry.processed_at
-                )
-        return entry
-    except LeaseLost:
-        raise
-    except Exception as exc:
-        log.warning("message %s/%s UID %s quarantined: %r", mailbox.name, folder.name, uid, exc)
-        return _failed(started, raw, exc)
+        entry.error = ""
+        entry.processed_at = timezone.now()
+        entry.after_scan_pending = _wants_after_scan(ctx.mailbox, entry.outcome)
+        entry.save()
+        if entry.attempts > 1:  # only a repeat attempt can have quarantined bytes
+            QuarantinedMail.objects.filter(entry=entry, resolved_at=None).update(
+                resolved_at=entry.processed_at
+            )
+    return entry
 
 
 def _start_attempt(
@@ -442,36 +481,54 @@ def _first_attempt(
     commit instead of five statements). None when the row exists: the locking path decides."""
     now = timezone.now()
     try:
+        if not connection.in_atomic_block:
+            # Autocommit: the INSERT is its own durable commit, without BEGIN and COMMIT
+            # round trips around it.
+            return _new_entry(ctx, folder, uidvalidity, uid, key, head, raw, now)
         with transaction.atomic():
-            return LedgerEntry.objects.create(
-                mailbox=ctx.mailbox,
-                folder=folder,
-                uidvalidity=uidvalidity,
-                uid=uid,
-                identity=key,
-                outcome=Outcome.FAILED,
-                sender=_sender(head),
-                subject=head.subject[:1000],
-                size=len(raw),
-                created_at=now,
-                attempts=1,
-                error="Processing started and did not finish (the worker stopped?).",
-                reason=f"attempt 1 of {settings.CONVERTER_MAX_ATTEMPTS}",
-                processed_at=now,
-            )
+            return _new_entry(ctx, folder, uidvalidity, uid, key, head, raw, now)
     except IntegrityError:
         return None
 
 
+def _new_entry(
+    ctx: _Scan,
+    folder: Folder,
+    uidvalidity: int,
+    uid: int,
+    key: str,
+    head: ParsedEmail,
+    raw: bytes,
+    now: Any,
+) -> LedgerEntry:
+    return LedgerEntry.objects.create(
+        mailbox=ctx.mailbox,
+        folder=folder,
+        uidvalidity=uidvalidity,
+        uid=uid,
+        identity=key,
+        outcome=Outcome.FAILED,
+        sender=_sender(head),
+        subject=head.subject[:1000],
+        size=len(raw),
+        created_at=now,
+        attempts=1,
+        error="Processing started and did not finish (the worker stopped?).",
+        reason=f"attempt 1 of {settings.CONVERTER_MAX_ATTEMPTS}",
+        processed_at=now,
+    )
+
+
 def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, folder: Folder) -> None:
     envelope: bytes | None = None
+    certified: str | None = None
     if ctx.mailbox.is_pec:
         unwrapped = _pec_view(ctx, entry, raw, head, folder)
         if unwrapped is None:
             return  # a PEC receipt: settled
-        raw, head, envelope = unwrapped
+        raw, head, envelope, certified = unwrapped
     sender = entry.sender
-    if sender and BlockedSender.objects.filter(mailbox=ctx.mailbox, address=sender).exists():
+    if sender and sender in _blocked(ctx):
         entry.outcome, entry.reason = Outcome.BLOCKED, f"{sender} is blocked on this mailbox"
         return
     automatic = loops.automatic_reason(head, own_addresses=ctx.own_addresses)
@@ -496,6 +553,7 @@ def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, fold
     message = stored.message
     if envelope is not None:  # the certified envelope, byte for byte (mailconverter.pec)
         entry.message = _store(ctx, entry, envelope, folder)
+        ingest.certify(messages=[message, entry.message], certified_id=certified or "")
     body = message.text_body or (html_to_text(message.html_body) if message.html_body else "")
     facts = rules.Facts(
         sender=(message.from_name, message.from_address),
@@ -516,6 +574,8 @@ def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, fold
             body=body,
             own_addresses=ctx.own_addresses,
             capture=found.capture,
+            entry=entry,
+            memo=ctx.memo,
         )
         deciding, *rest = found.rule.actions or ({"type": "nothing"},)
         result = actions.run(deciding, mail)
@@ -541,20 +601,34 @@ def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, fold
         return
     entry.outcome = min((r.outcome for r in results), key=_STRENGTH.index)
     entry.reason = "; ".join(r.reason for r in results if r.reason)[:500]
-    entry.save()
     entry.records.add(*{r.pk: r for result in results for r in result.records}.values())
     if envelope is not None and entry.message is not None:
         _link_all(entry.message, entry.records.all())  # daticert.xml goes where the original did
 
 
+def _blocked(ctx: _Scan) -> frozenset[str]:
+    if ctx.blocked is None:
+        found = BlockedSender.objects.filter(mailbox=ctx.mailbox).values_list("address", flat=True)
+        ctx.blocked = frozenset(found)
+    return ctx.blocked
+
+
+def _fresh_batch(ctx: _Scan) -> None:
+    """Forget what was read for the last batch: a sender blocked or a field changed during a
+    long scan counts from the next batch on."""
+    ctx.blocked = None
+    ctx.memo.clear()
+
+
 def _pec_view(
     ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, folder: Folder
-) -> tuple[bytes, ParsedEmail, bytes | None] | None:
+) -> tuple[bytes, ParsedEmail, bytes | None, str | None] | None:
     """A PEC mailbox's message as the rules should see it (see mailconverter.pec).
 
     None for a receipt (settled here: kept on the records of the email it is about, if the CRM
     holds that email). An envelope becomes the original it carries, whose identity, sender
-    and subject the ledger row takes; anything else stays as it is.
+    and subject the ledger row takes, with the certified Message-ID; anything else stays as
+    it is.
     """
     seen = pec.view(raw)
     if seen.receipt is not None:
@@ -571,12 +645,12 @@ def _pec_view(
             entry.reason = f"{seen.reason} for <{seen.riferimento}>, kept on {numbers}"[:500]
         return None
     if seen.original is None or seen.identity is None:
-        return raw, head, None
+        return raw, head, None, None
     head = parse(_header_section(seen.original))
     entry.identity, entry.sender = seen.identity, _sender(head)
     entry.subject = head.subject[:1000]
     LedgerEntry.objects.filter(pk=entry.pk).update(identity=entry.identity)  # before _claim
-    return seen.original, head, raw
+    return seen.original, head, raw, seen.riferimento
 
 
 def _store(ctx: _Scan, entry: LedgerEntry, raw: bytes, folder: Folder) -> Message:
@@ -591,14 +665,22 @@ def _link_all(message: Message, records: Iterable[Record]) -> None:
 
 
 def _claim(entry: LedgerEntry) -> bool:
-    """Make this row the one that acts on its email; False when another row already did."""
-    try:
-        with transaction.atomic():
-            LedgerEntry.objects.filter(pk=entry.pk).update(acted=True)
-    except IntegrityError:
-        return False
-    entry.acted = True
-    return True
+    """Make this row the one that acts on its email; False when another row already did.
+
+    A twin that another scan is converting at this moment makes the UPDATE wait on the unique
+    index and, once the twin commits, raise IntegrityError: `process` then runs the message
+    again, and this finds the twin (no savepoint on the common path).
+    """
+    table = connection.ops.quote_name(LedgerEntry._meta.db_table)
+    claimed = _execute(
+        # Written out: the ORM spends more time building this statement than the database
+        # running it, once per message.
+        f"UPDATE {table} SET acted = TRUE WHERE id = %s AND NOT EXISTS ("  # noqa: S608
+        f"SELECT 1 FROM {table} twin WHERE twin.identity = %s AND twin.acted AND twin.id <> %s)",
+        [entry.pk, entry.identity, entry.pk],
+    )
+    entry.acted = bool(claimed)
+    return entry.acted
 
 
 def _failed(entry: LedgerEntry, raw: bytes, exc: BaseException) -> LedgerEntry:
@@ -748,8 +830,11 @@ def _renew(ctx: _Scan) -> None:
     """Inside a message's transaction: commit only while this scan still holds the lease."""
     if ctx.token is None:
         return
-    kept = MailboxLease.objects.filter(mailbox=ctx.mailbox, token=ctx.token).update(
-        expires_at=timezone.now() + _lease_time()
+    table = connection.ops.quote_name(MailboxLease._meta.db_table)
+    expires = connection.ops.adapt_datetimefield_value(timezone.now() + _lease_time())
+    kept = _execute(
+        f"UPDATE {table} SET expires_at = %s WHERE mailbox_id = %s AND token = %s",  # noqa: S608
+        [expires, ctx.mailbox.pk, ctx.token],
     )
     if not kept:
         raise LeaseLost(f"the lease on {ctx.mailbox.name} was taken over by another scan")
@@ -770,6 +855,13 @@ def _holder() -> str:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def _execute(sql: str, params: list[Any]) -> int:
+    """Run one statement written out for the per-message path; the number of rows it changed."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
 
 
 def _header_section(raw: bytes) -> bytes:

@@ -24,7 +24,18 @@ from crm.exceptions import Forbidden, Invalid, NotFound
 from crm.models import Field, Message, Record, User
 from crm.models.modules import FieldType
 from crm.services import blobs, ingest
-from mailconverter import actions, imap, loops, rules, scanner, schedule, secrets, spam
+from mailconverter import (
+    actions,
+    imap,
+    localsource,
+    loops,
+    oauth2,
+    rules,
+    scanner,
+    schedule,
+    secrets,
+    spam,
+)
 from mailconverter.models import (
     BlockedSender,
     Folder,
@@ -50,7 +61,12 @@ class ConnectionCheck:
 
 def test_connection(mailbox: Mailbox) -> ConnectionCheck:
     try:
-        return ConnectionCheck(True, imap.test_connection(scanner.connection_settings(mailbox)))
+        connection = scanner.connection_settings(mailbox)
+        if not connection.host.startswith(localsource.PREFIX):
+            return ConnectionCheck(True, imap.test_connection(connection))
+        with scanner.open_session(connection) as session:  # the sample's directory
+            count = session.status(localsource.INBOX)[0]
+        return ConnectionCheck(True, f"Read {connection.host}: {count} emails in one folder.")
     except imap.ImapError as exc:
         return ConnectionCheck(False, str(exc))
 
@@ -63,7 +79,7 @@ def refresh_folders(mailbox: Mailbox) -> list[Folder]:
 
     Trash, Drafts and Junk are listed but never selectable for scanning.
     """
-    with imap.Session(scanner.connection_settings(mailbox)) as session:
+    with scanner.open_session(scanner.connection_settings(mailbox)) as session:
         listed = [f for f in session.folders() if f.selectable]
         counts = {f.name: session.status(f.name) for f in listed}
     names = {f.name for f in listed}
@@ -721,8 +737,6 @@ def set_oauth2(
 
 
 def _check_oauth2(mailbox: Mailbox, grant: OAuth2Grant) -> None:
-    from mailconverter import oauth2
-
     errors: dict[str, str] = {}
     try:
         oauth2.check_token_url(grant.token_endpoint.strip())
@@ -766,6 +780,87 @@ def _apply_oauth2(mailbox: Mailbox, grant: OAuth2Grant) -> None:
             "modified_at",
         ]
     )
+
+
+def start_oauth2_consent(
+    *,
+    actor: User,
+    mailbox: Mailbox,
+    provider: str,
+    client_id: str,
+    client_secret: str,
+    redirect_uri: str,
+) -> tuple[oauth2.Consent, str]:
+    """Begin "Connect with Microsoft / Google": the consent to keep, and where to send the browser.
+
+    `client_id` blank takes the mailbox's; `client_secret` blank keeps the stored one for the same
+    client id (an app without a secret needs none). Nothing on the mailbox changes until
+    `finish_oauth2_consent`.
+    """
+    _require_admin(actor, "change how a mailbox signs in")
+    client_id = client_id.strip() or mailbox.oauth2_client_id
+    if not client_id:
+        raise Invalid(
+            fields={"client_id": "Enter the app registration's client id, then connect."},
+            code="oauth2_client_id",
+        )
+    if client_secret.strip():
+        secret = secrets.encrypt(client_secret.strip())
+    else:
+        same_app = client_id == mailbox.oauth2_client_id
+        secret = mailbox.oauth2_client_secret if same_app else ""
+    try:
+        consent = oauth2.begin(
+            mailbox_id=mailbox.pk,
+            user_id=actor.pk,
+            provider_key=provider,
+            client_id=client_id,
+            client_secret=secret,
+            redirect_uri=redirect_uri,
+        )
+    except oauth2.OAuth2Error as exc:
+        raise Invalid(str(exc), code="oauth2_provider") from exc
+    return consent, oauth2.authorization_url(consent, login_hint=mailbox.username)
+
+
+def finish_oauth2_consent(
+    *, actor: User, mailbox: Mailbox, consent: oauth2.Consent, code: str
+) -> Mailbox:
+    """Trade the provider's code for tokens and sign the mailbox in with them (XOAUTH2).
+
+    The tokens are stored encrypted with the app registration and the provider's token endpoint
+    and scope, so later scans refresh there. On any refusal nothing is changed.
+    """
+    _require_admin(actor, "change how a mailbox signs in")
+    if consent.mailbox_id != mailbox.pk or consent.user_id != actor.pk:
+        raise Invalid("This sign-in was started for another mailbox.", code="oauth2_state")
+    try:
+        grant = oauth2.exchange_code(consent, code)
+    except oauth2.OAuth2Error as exc:
+        raise Invalid(str(exc), code="oauth2_refused") from exc
+    chosen = oauth2.provider(consent.provider)
+    with transaction.atomic():
+        # The lock a token refresh holds: one under way finishes first, then is replaced.
+        Mailbox.objects.select_for_update().filter(pk=mailbox.pk).exists()
+        mailbox.auth = Mailbox.Auth.XOAUTH2
+        mailbox.oauth2_token_url = chosen.token_url
+        mailbox.oauth2_client_id = consent.client_id
+        mailbox.oauth2_client_secret = consent.client_secret
+        mailbox.oauth2_scope = chosen.scope
+        mailbox.oauth2_refresh_token = secrets.encrypt(grant.refresh_token)
+        mailbox.oauth2_access_token = secrets.encrypt(grant.access_token)
+        mailbox.oauth2_expires_at = grant.expires_at
+        mailbox.save(update_fields=[*_OAUTH2_FIELDS, "oauth2_expires_at", "modified_at"])
+    return mailbox
+
+
+_OAUTH2_FIELDS = (
+    "auth",
+    "oauth2_token_url",
+    "oauth2_client_id",
+    "oauth2_scope",
+    *_OAUTH2_SECRETS,
+)
 
 
 def _rotate_oauth2_secrets() -> int:

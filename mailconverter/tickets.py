@@ -16,13 +16,20 @@ __all__ = ["origin_of", "record_origin"]
 
 
 def record_origin(
-    *, ticket: Record, mailbox: Mailbox, message: Message, created_lead: Record | None
+    *,
+    ticket: Record,
+    mailbox: Mailbox,
+    message: Message,
+    created_lead: Record | None,
+    entry: LedgerEntry | None = None,
 ) -> TicketOrigin:
-    # The ledger row that acts on an email is the one per identity with `acted` set; the
-    # scanner claims it before running the rules, inside this same transaction.
-    entry = LedgerEntry.objects.filter(
-        mailbox=mailbox, identity=message.identity, acted=True
-    ).first()
+    """`entry` is the ledger row acting on the email, when the caller holds it."""
+    if entry is None:
+        # The ledger row that acts on an email is the one per identity with `acted` set; the
+        # scanner claims it before running the rules, inside this same transaction.
+        entry = LedgerEntry.objects.filter(
+            mailbox=mailbox, identity=message.identity, acted=True
+        ).first()
     return TicketOrigin.objects.create(
         ticket=ticket,
         mailbox=mailbox,

@@ -31,6 +31,10 @@ class Message(models.Model):
     raw_sha256 = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField()
     message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    # Certified mail (PEC): the Message-ID the provider certified (X-Riferimento-Message-ID),
+    # on the envelope and its original. It can differ from both their own Message-IDs, and a
+    # customer's reply may quote only it; None for any other email.
+    certified_id = models.CharField(max_length=998, null=True, blank=True, db_index=True)
     subject = models.TextField(blank=True)
     from_name = models.CharField(max_length=255, blank=True)
     from_address = models.CharField(max_length=320, blank=True, db_index=True)

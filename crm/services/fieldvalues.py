@@ -41,6 +41,7 @@ def clean_values(
                 values[name] = _clean(actor, f, raw)
             except ValidationError as exc:
                 errors[name] = " ".join(exc.messages)
+    errors |= _check_references(actor, by_name, values)
     if not partial:
         for f in fields:
             if f.required and values.get(f.name) in (None, "") and f.name not in errors:
@@ -142,17 +143,38 @@ def _boolean(actor: User, f: Field, raw: Any) -> bool:
 
 
 def _reference(actor: User, f: Field, raw: Any) -> int:
-    """A reference must point to a live record the actor may see, in the right module."""
+    """A record's id; `_check_references` then checks them all in one query."""
     try:
-        pk = int(raw)
+        return int(raw)
     except (TypeError, ValueError) as exc:
         raise ValidationError("Choose a record.") from exc
-    target = Record.objects.filter(pk=pk, deleted_at=None).only("module_id").first()
-    if target is None or (f.reference_module_id and target.module_id != f.reference_module_id):
-        raise ValidationError("No such record.")
-    if not access.records(actor, target.module_id, "view").filter(pk=pk).exists():
-        raise ValidationError("No such record.")
-    return pk
+
+
+def _check_references(
+    actor: User, by_name: dict[str, Field], values: dict[str, Any]
+) -> dict[str, str]:
+    """A reference must point to a live record the actor may see, in the right module."""
+    wanted = {
+        name: pk
+        for name, pk in values.items()
+        if pk is not None and by_name[name].type == FieldType.REFERENCE
+    }
+    if not wanted:
+        return {}
+    found = {
+        r.pk: r
+        for r in Record.objects.filter(pk__in=set(wanted.values()), deleted_at=None).only(
+            "module_id", "owner_user_id", "owner_group_id", "deleted_at"
+        )
+    }
+    errors = {}
+    for name, pk in wanted.items():
+        target, module_id = found.get(pk), by_name[name].reference_module_id
+        wrong_module = target is not None and module_id and target.module_id != module_id
+        # Visible: the decision `access.records(actor, module, "view")` makes, row by row.
+        if target is None or wrong_module or not access.can(actor, "view", target):
+            errors[name] = "No such record."
+    return errors
 
 
 _CLEANERS = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from crm import access
@@ -33,7 +33,7 @@ from crm.models import (
     User,
 )
 from crm.services import blobs, thumbnails
-from crm.services.records import log_change
+from crm.services.records import log_change, module_of
 
 log = logging.getLogger(__name__)
 Source = Message.Source
@@ -84,7 +84,8 @@ def store(
             stored.message.completeness = completeness
         return stored
     except Exception as exc:
-        quarantine(raw, source=source, origin=origin, error=exc)
+        if not connection.needs_rollback:  # else the caller's transaction keeps nothing more
+            quarantine(raw, source=source, origin=origin, error=exc)
         raise
 
 
@@ -96,15 +97,14 @@ def link(*, message: Message, record: Record, actor: User | None, via: str) -> b
     """
     if actor is not None:
         access.require(actor, "edit", record)
-    if not record.module.accepts_messages:
-        raise Invalid(f"{record.module.plural} do not take emails.", code="module_no_messages")
-    with transaction.atomic():
+    module = module_of(record)
+    if not module.accepts_messages:
+        raise Invalid(f"{module.plural} do not take emails.", code="module_no_messages")
+    # Checked above, and what follows cannot conflict: no savepoint inside a caller's
+    # transaction (a mail scan links every message).
+    with transaction.atomic(savepoint=False):
         now = timezone.now()
-        _, created = MessageLink.objects.get_or_create(
-            message=message,
-            record=record,
-            defaults={"linked_by": actor, "via": via, "linked_at": now},
-        )
+        created = _new_link(message, record, actor, via, now)
         _link_documents(message, [record.pk], now)
         if created:
             log_change(
@@ -164,8 +164,11 @@ def _save(
     actor: User | None,
     direction: str,
 ) -> Stored:
+    nested = connection.in_atomic_block
     try:
-        with transaction.atomic():
+        # Inside a caller's transaction (a mail scan), no savepoint: a concurrent store of the
+        # same email then fails the caller's transaction, whose retry finds this one's.
+        with transaction.atomic(savepoint=False):
             message = Message.objects.create(
                 identity=key,
                 raw=raw_name,
@@ -177,8 +180,11 @@ def _save(
                 stored_at=timezone.now(),
                 **_headers(parsed),
             )
-            _attach(message, files, actor)
+            # Known now, so that linking it needs no query when it has no attachments.
+            message._document_ids = _attach(message, files, actor)  # type: ignore[attr-defined]
     except IntegrityError:
+        if nested:
+            raise
         # Another process stored the same email at the same moment: that one is ours too.
         existing = Message.objects.filter(identity=key).first()
         if existing is None:
@@ -241,14 +247,17 @@ def _complete(
     return Stored(message, created=False, completed=True)
 
 
-def _attach(message: Message, files: list[tuple[Part, str, str]], actor: User | None) -> None:
-    """One Attachment per part, each on the Document of its bytes (made once per content).
+def _attach(
+    message: Message, files: list[tuple[Part, str, str]], actor: User | None
+) -> frozenset[int]:
+    """One Attachment per part, each on the Document of its bytes (made once per content);
+    returns the Documents' ids.
 
     A few statements per email whatever its number of attachments: the same file arriving
     in a concurrent store is taken, not inserted twice (`ON CONFLICT DO NOTHING`).
     """
     if not files:
-        return
+        return frozenset()
     first: dict[str, tuple[Part, str]] = {}
     for part, name, sha in files:
         first.setdefault(sha, (part, name))  # the same file twice: titled after the first
@@ -266,6 +275,7 @@ def _attach(message: Message, files: list[tuple[Part, str, str]], actor: User | 
         )
         for part, _name, sha in files
     )
+    return frozenset(d.pk for d in documents.values())
 
 
 def _documents(wanted: dict[str, tuple[Part, str]], actor: User | None) -> dict[str, Document]:
@@ -295,19 +305,44 @@ def _new_document(sha: str, part: Part, name: str, actor: User | None, now: Any)
     )
 
 
+def _new_link(message: Message, record: Record, actor: User | None, via: str, now: Any) -> bool:
+    """Link the message to the record unless it is already; True if the link is new.
+
+    One statement that a concurrent link of the same pair cannot make fail (the ORM's
+    get_or_create takes a read, a savepoint and an insert, and cannot say "inserted" otherwise).
+    """
+    table = connection.ops.quote_name(MessageLink._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (message_id, record_id, linked_by_id, via, linked_at) "  # noqa: S608
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (message_id, record_id) DO NOTHING "
+            "RETURNING id",
+            [message.pk, record.pk, actor.pk if actor is not None else None, via, _db_time(now)],
+        )
+        return cursor.fetchone() is not None
+
+
 def _link_documents(message: Message, record_ids: list[int], now: Any) -> None:
-    """Put the message's attachment Documents on the records (those already there stay)."""
-    if not record_ids:
+    """Put the message's attachment Documents on the records (those already there stay): one
+    statement per record, none for the attachments' ids, none at all for a message that
+    `store` has just made without attachments."""
+    if getattr(message, "_document_ids", None) == frozenset():
         return
-    document_ids = set(message.attachments.values_list("document_id", flat=True))
-    DocumentLink.objects.bulk_create(
-        [
-            DocumentLink(document_id=document_id, record_id=record_id, linked_at=now)
-            for record_id in record_ids
-            for document_id in sorted(document_ids)
-        ],
-        ignore_conflicts=True,
-    )
+    links = connection.ops.quote_name(DocumentLink._meta.db_table)
+    attachments = connection.ops.quote_name(Attachment._meta.db_table)
+    with connection.cursor() as cursor:
+        for record_id in record_ids:
+            cursor.execute(
+                f"INSERT INTO {links} (document_id, record_id, linked_at) "  # noqa: S608
+                f"SELECT DISTINCT document_id, %s, %s FROM {attachments} WHERE message_id = %s "
+                "ON CONFLICT (document_id, record_id) DO NOTHING",
+                [record_id, _db_time(now), message.pk],
+            )
+
+
+def _db_time(value: Any) -> Any:
+    """A datetime as the ORM would send it (SQLite stores text in its own format)."""
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 def _title(part: Part) -> str:
@@ -347,3 +382,15 @@ def _untitled(part: Part) -> str:
 
 def _link_note(message: Message) -> dict[str, Any]:
     return {"message": [None, f"{message.subject or '(no subject)'} <{message.from_address}>"]}
+
+
+def certify(*, messages: list[Message], certified_id: str) -> None:
+    """Record the Message-ID a PEC provider certified on a stored envelope and its original.
+
+    Replies to certified mail may quote only that id (mailconverter.pec, "Threading"); an id
+    recorded before stays.
+    """
+    if certified_id:
+        Message.objects.filter(pk__in=[m.pk for m in messages], certified_id=None).update(
+            certified_id=certified_id[:998]
+        )

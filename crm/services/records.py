@@ -2,14 +2,20 @@
 
 Every function owns its transaction, checks `crm.access`, keeps the address index in step and
 writes the ChangeLog.
+
+Batch work that writes many records (a mail scan) may run inside `remembering(memo)`: a
+module's fields and the fields an actor may write are then read once into the memo instead of
+at every write, and the caller empties the memo when they may have changed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from crm import access, hooks
@@ -30,19 +36,30 @@ from crm.services.fieldvalues import clean_values
 
 Owner = User | Group
 
+_memo: ContextVar[dict[str, Any] | None] = ContextVar("crm_records_memo", default=None)
 
-@transaction.atomic
+
+@contextmanager
+def remembering(memo: dict[str, Any]) -> Iterator[None]:
+    """Within the block, definitions read for a write are kept in `memo` (see the module's
+    docstring). The caller owns the memo: emptying it makes the next write read them again."""
+    token = _memo.set(memo)
+    try:
+        yield
+    finally:
+        _memo.reset(token)
+
+
 def create(
     *, actor: User, module: Module, data: dict[str, Any], owner: Owner | None = None
 ) -> Record:
     access.require_create(actor, module)
-    fields = list(module.fields.all())
+    fields = _fields(module)
     writable = _writable_fields(actor, module)
     values = clean_values(actor, fields, data, writable=writable, partial=False)
     now = timezone.now()
     record = Record(
         module=module,
-        number=_next_number(module),
         data=values,
         created_by=actor,
         modified_by=actor,
@@ -50,10 +67,14 @@ def create(
         modified_at=now,
     )
     _set_owner(record, owner or actor)
-    record.label = _label(fields, values, record.number)
-    record.save()
-    _index(record, fields)
-    _log(record, actor, ChangeLog.Action.CREATE, {k: [None, v] for k, v in values.items()})
+    # Everything refusable was refused above: inside a caller's transaction (a mail scan
+    # creating many records) the writes need no savepoint of their own.
+    with transaction.atomic(savepoint=False):
+        record.number = _next_number(module)
+        record.label = _label(fields, values, record.number)
+        record.save(force_insert=True)
+        _index(record, fields, new=True)
+        _log(record, actor, ChangeLog.Action.CREATE, {k: [None, v] for k, v in values.items()})
     return record
 
 
@@ -63,7 +84,7 @@ def update(
 ) -> Record:
     record = _locked(record)
     access.require(actor, "edit", record)
-    fields = list(record.module.fields.all())
+    fields = _fields(record.module)
     writable = _writable_fields(actor, record.module)
     incoming = clean_values(actor, fields, data, writable=writable, partial=True)
     merged = {**record.data, **incoming}
@@ -84,7 +105,7 @@ def update(
     record.modified_by = actor
     record.modified_at = timezone.now()
     record.save()
-    _index(record, fields)
+    _index(record, fields, changed=set(changes))
     _log(record, actor, ChangeLog.Action.UPDATE, changes)
     return record
 
@@ -121,7 +142,6 @@ def purge(*, actor: User, record: Record) -> None:
     record.delete()
 
 
-@transaction.atomic
 def add_comment(
     *,
     actor: User,
@@ -141,25 +161,42 @@ def add_comment(
     body = body.strip()
     if not body:
         raise Invalid(fields={"body": "Write a comment first."})
-    comment = Comment.objects.create(
-        record=record,
-        author=None if author_address else actor,
-        author_address=author_address[:254],
-        body=body,
-        created_at=timezone.now(),
-        via_mail=via_mail,
-        mail_note=mail_note[:500],
-    )
-    _log(record, actor, ChangeLog.Action.COMMENT, {"comment": [None, body[:200]]})
-    transaction.on_commit(lambda: hooks.comment_added.send(sender=Comment, comment=comment))
+    with transaction.atomic(savepoint=False):  # checked above: only writes follow
+        comment = Comment.objects.create(
+            record=record,
+            author=None if author_address else actor,
+            author_address=author_address[:254],
+            body=body,
+            created_at=timezone.now(),
+            via_mail=via_mail,
+            mail_note=mail_note[:500],
+        )
+        _log(record, actor, ChangeLog.Action.COMMENT, {"comment": [None, body[:200]]})
+        transaction.on_commit(lambda: hooks.comment_added.send(sender=Comment, comment=comment))
     return comment
 
 
 # --- helpers -----------------------------------------------------------------------------------
 
 
+def _remembered(key: str, load: Any) -> Any:
+    memo = _memo.get()
+    if memo is None:
+        return load()
+    if key not in memo:
+        memo[key] = load()
+    return memo[key]
+
+
+def _fields(module: Module) -> list[Field]:
+    return _remembered(f"fields:{module.pk}", lambda: list(module.fields.all()))  # type: ignore[no-any-return]
+
+
 def _writable_fields(actor: User, module: Module) -> set[str]:
-    return {fa.field.name for fa in access.visible_fields(actor, module) if not fa.read_only}
+    return _remembered(  # type: ignore[no-any-return]
+        f"writable:{actor.pk}:{module.pk}",
+        lambda: {fa.field.name for fa in access.visible_fields(actor, module) if not fa.read_only},
+    )
 
 
 def _check_required(fields: list[Field], values: dict[str, Any]) -> None:
@@ -186,9 +223,16 @@ def _set_owner(record: Record, owner: Owner) -> None:
 
 
 def _next_number(module: Module) -> str:
-    """The module's next number; the row lock serialises concurrent creations."""
-    Module.objects.filter(pk=module.pk).update(next_number=F("next_number") + 1)
-    taken = Module.objects.values_list("next_number", flat=True).get(pk=module.pk) - 1
+    """The module's next number; the row lock serialises concurrent creations. One statement
+    (the ORM's update cannot return the value it wrote)."""
+    table = connection.ops.quote_name(Module._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET next_number = next_number + 1 WHERE id = %s "  # noqa: S608
+            "RETURNING next_number",
+            [module.pk],
+        )
+        taken = cursor.fetchone()[0] - 1
     return f"{module.number_prefix}{taken}"
 
 
@@ -197,19 +241,35 @@ def _label(fields: list[Field], values: dict[str, Any], number: str) -> str:
     return " ".join(parts)[:255] or number
 
 
-def _index(record: Record, fields: list[Field]) -> None:
-    """Keep the address and reference indexes in step with the record's values."""
-    _index_addresses(record, fields)
-    RecordReference.objects.filter(record=record).delete()
-    RecordReference.objects.bulk_create(
-        RecordReference(record=record, field=f, target_id=record.data[f.name])
-        for f in fields
-        if f.type == FieldType.REFERENCE and record.data.get(f.name)
-    )
+def _index(
+    record: Record, fields: list[Field], *, new: bool = False, changed: set[str] | None = None
+) -> None:
+    """Keep the address and reference indexes in step with the record's values.
+
+    A new record has no rows to replace; an update replaces only the index whose fields
+    `changed` (None: both).
+    """
+
+    def touched(kind: str) -> bool:
+        return changed is None or any(f.type == kind and f.name in changed for f in fields)
+
+    if touched(FieldType.EMAIL):
+        _index_addresses(record, fields, new=new)
+    if touched(FieldType.REFERENCE):
+        if not new:
+            RecordReference.objects.filter(record=record).delete()
+        rows = [
+            RecordReference(record=record, field=f, target_id=record.data[f.name])
+            for f in fields
+            if f.type == FieldType.REFERENCE and record.data.get(f.name)
+        ]
+        if rows:
+            RecordReference.objects.bulk_create(rows)
 
 
-def _index_addresses(record: Record, fields: list[Field]) -> None:
-    RecordAddress.objects.filter(record=record).delete()
+def _index_addresses(record: Record, fields: list[Field], *, new: bool = False) -> None:
+    if not new:
+        RecordAddress.objects.filter(record=record).delete()
     rows = []
     for f in (f for f in fields if f.type == FieldType.EMAIL):
         value = record.data.get(f.name)
@@ -220,7 +280,8 @@ def _index_addresses(record: Record, fields: list[Field]) -> None:
                     record=record, field=f, address=address, domain=address.rpartition("@")[2]
                 )
             )
-    RecordAddress.objects.bulk_create(rows)
+    if rows:
+        RecordAddress.objects.bulk_create(rows)
 
 
 def _log(record: Record, actor: User | None, action: str, changes: dict[str, Any]) -> None:
@@ -233,6 +294,16 @@ def _log(record: Record, actor: User | None, action: str, changes: dict[str, Any
         action=action,
         changes=changes,
     )
+
+
+def module_of(record: Record) -> Module:
+    """The record's module, read once per `remembering` block rather than once per record."""
+    if Record.module.is_cached(record):
+        return record.module
+    record.module = _remembered(
+        f"module:{record.module_id}", lambda: Module.objects.get(pk=record.module_id)
+    )
+    return record.module
 
 
 def log_change(*, record: Record, actor: User | None, action: str, changes: dict[str, Any]) -> None:

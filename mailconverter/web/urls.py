@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from mailconverter.web import smtp_views, views
+from mailconverter.web import oauth2_views, smtp_views, views
 
 app_name = "mailconverter"
 
@@ -13,6 +13,9 @@ urlpatterns = [
     path("<int:pk>/delete/", views.mailbox_delete, name="mailbox_delete"),
     path("<int:pk>/outgoing/", smtp_views.mailbox_smtp, name="smtp"),
     path("<int:pk>/test-connection/", views.connection_test, name="test_connection"),
+    path("<int:pk>/oauth2/connect/", oauth2_views.oauth2_connect, name="oauth2_connect"),
+    # The redirect URI registered at Microsoft or Google: one address for every mailbox.
+    path("oauth2/", oauth2_views.oauth2_callback, name="oauth2_callback"),
     path("<int:pk>/folders/", views.folders, name="folders"),
     path("<int:pk>/folders/refresh/", views.folders_refresh, name="folders_refresh"),
     path("<int:pk>/rules/", views.rule_list, name="rules"),

@@ -20,10 +20,10 @@ from django.views.decorators.http import require_GET, require_POST
 from crm.exceptions import Invalid, ServiceError
 from crm.web import downloads
 from crm.web.http import AuthedRequest
-from mailconverter import imap, services
+from mailconverter import imap, oauth2, services
 from mailconverter.models import Mailbox, Outcome, Rule, ScanRun
 from mailconverter.web import forms as page_forms
-from mailconverter.web import selectors
+from mailconverter.web import oauth2_views, selectors
 from mailconverter.web.forms import BlockForm, LedgerSearchForm, MailboxForm, RuleForm, TestRuleForm
 
 # --- mailboxes ---------------------------------------------------------------------------------
@@ -59,7 +59,18 @@ def mailbox_edit(request: AuthedRequest, pk: int) -> HttpResponse:
             return redirect("mailconverter:mailbox", pk=saved.pk)
         # The form keeps what was typed; the page's header shows what is stored.
         mailbox.refresh_from_db()
-    return _mailbox_page(request, mailbox, "settings", {"form": form})
+    response = _mailbox_page(
+        request,
+        mailbox,
+        "settings",
+        {
+            "form": form,
+            "oauth2_providers": oauth2.providers(),
+            "oauth2_redirect_uri": oauth2_views.redirect_uri(),
+        },
+    )
+    response["Content-Security-Policy"] = oauth2_views.page_policy()
+    return response
 
 
 def _save_mailbox(request: AuthedRequest, form: MailboxForm) -> Mailbox | None:

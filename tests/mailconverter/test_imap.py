@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from mailconverter.imap import ConnectionSettings, ImapError, Session, test_connection
+from mailconverter.imap import BodiesAhead, ConnectionSettings, ImapError, Session, test_connection
 from tests.mailconverter.conftest import Account
 from tests.mailconverter.helpers import mail
 
@@ -60,6 +60,41 @@ def test_bodies_are_fetched_in_batches_without_setting_seen(account: Account) ->
     assert fetched == dict(zip(uids, raws, strict=True))
     assert sizes == {uid: len(raw) for uid, raw in zip(uids, raws, strict=True)}
     assert all(b"\\Seen" not in flags for flags in account.flags().values())
+
+
+def test_bodies_ahead_come_batch_by_batch_and_the_connection_is_free_between_them(
+    account: Account,
+) -> None:
+    raws = [
+        mail("customer_question.eml").replace(b"question-1", f"q{i}".encode()) for i in range(5)
+    ]
+    uids = [account.deliver(raw) for raw in raws]
+    groups = []
+    with Session(account.settings()) as imap:
+        imap.select("INBOX")
+        sizes = imap.sizes(uids)
+        with BodiesAhead(imap, uids, sizes, batch=2, batch_bytes=10_000_000) as bodies:
+            for group in bodies:
+                groups.append([uid for uid, _ in group])
+                bodies.idle()
+                imap.mark_seen(uid for uid, _ in group)  # between batches, as the scan does
+    assert groups == [uids[0:2], uids[2:4], uids[4:5]]
+    assert all(b"\\Seen" in flags for flags in account.flags().values())
+
+
+def test_a_failed_fetch_ahead_is_raised_when_its_batch_is_asked_for(account: Account) -> None:
+    uids = [account.deliver(mail("customer_question.eml")) for _ in range(3)]
+    with Session(account.settings()) as imap:
+        imap.select("INBOX")
+        sizes = imap.sizes(uids)
+        with BodiesAhead(imap, uids, sizes, batch=1, batch_bytes=10_000_000) as bodies:
+            first = next(bodies)
+            bodies.idle()  # the second batch is in, the third not asked for yet
+            imap.client.logout()
+            second = next(bodies)  # held already; the third is fetched now, and fails
+            with pytest.raises(ImapError):
+                next(bodies)
+    assert [uid for uid, _ in first + second] == uids[:2]
 
 
 def test_the_header_alone_can_be_fetched_for_an_oversize_message(account: Account) -> None:

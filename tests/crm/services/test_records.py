@@ -259,3 +259,42 @@ def test_the_reference_index_follows_every_save(org: Org) -> None:
     assert list(RecordReference.objects.values_list("target", flat=True)) == [other.pk]
     record_service.update(actor=org.alice, record=jane, data={"company": None})
     assert not RecordReference.objects.exists()
+
+
+def test_the_address_index_follows_an_email_change_and_stays_through_other_changes(
+    org: Org,
+) -> None:
+    jane = record_service.create(
+        actor=org.alice, module=_contacts(), data={"last_name": "Doe", "email": "jane@acme.example"}
+    )
+    jane = record_service.update(actor=org.alice, record=jane, data={"first_name": "Jane"})
+
+    def indexed() -> list[str]:
+        return list(RecordAddress.objects.filter(record=jane).values_list("address", flat=True))
+
+    assert indexed() == ["jane@acme.example"]
+    record_service.update(actor=org.alice, record=jane, data={"email": "Jane@Other.example"})
+    assert indexed() == ["jane@other.example"]
+
+
+def test_within_remembering_a_new_field_counts_once_the_memo_is_emptied(org: Org) -> None:
+    memo: dict[str, object] = {}
+    with record_service.remembering(memo):
+        record_service.create(actor=org.alice, module=_contacts(), data={"last_name": "First"})
+        Field.objects.create(module=_contacts(), name="nickname", label="Nickname")
+        with pytest.raises(Invalid) as caught:
+            record_service.create(
+                actor=org.alice, module=_contacts(), data={"last_name": "B", "nickname": "Bee"}
+            )
+        assert caught.value.fields == {"nickname": "No such field."}
+        memo.clear()
+        bee = record_service.create(
+            actor=org.alice, module=_contacts(), data={"last_name": "B", "nickname": "Bee"}
+        )
+    assert Record.objects.get(pk=bee.pk).data["nickname"] == "Bee"
+    # Outside the block nothing is remembered.
+    Field.objects.create(module=_contacts(), name="pet", label="Pet")
+    pet = record_service.create(
+        actor=org.alice, module=_contacts(), data={"last_name": "C", "pet": "Rex"}
+    )
+    assert pet.data["pet"] == "Rex"
