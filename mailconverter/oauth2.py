@@ -210,9 +210,7 @@ def _store(mailbox: Mailbox, grant: _Grant) -> None:
 
 def _refused(url: str, status: int, answer: dict[str, Any]) -> str:
     """RFC 6749 §5.2 error answers, in words that say what the administrator should do."""
-    error = str(answer.get("error") or "")
-    description = _first_line(str(answer.get("error_description") or ""))
-    detail = f"{error} ({description})" if description else error
+    error, detail = _error_of(answer)
     if error == "invalid_grant":
         return (
             f"The token endpoint refused the refresh token: {detail} — reconnect the mailbox "
@@ -395,9 +393,7 @@ def denied(consent: Consent, error: str, description: str) -> str:
 
 
 def _code_refused(chosen: Provider, status: int, answer: dict[str, Any]) -> str:
-    error = str(answer.get("error") or "")
-    description = _first_line(str(answer.get("error_description") or ""))
-    detail = f"{error} ({description})" if description else error
+    error, detail = _error_of(answer)
     if error == "invalid_grant":
         return (
             f"{chosen.label}'s token endpoint refused the sign-in code: {detail} — it expired "
@@ -446,6 +442,13 @@ def _json(body: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _error_of(answer: dict[str, Any]) -> tuple[str, str]:
+    """An RFC 6749 error answer's code, and the code with the first line of its description."""
+    error = str(answer.get("error") or "")
+    description = _first_line(str(answer.get("error_description") or ""))
+    return error, f"{error} ({description})" if description else error
 
 
 def _first_line(text: str) -> str:
