@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -65,13 +65,15 @@ from mailconverter.models import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LeaseLost", "connection_settings", "open_session", "process", "scan"]
+__all__ = ["LeaseLost", "connection_settings", "facts_of", "open_session", "process", "scan"]
 
 # Outcomes that put the message where processed mail goes, and those for unmatched mail.
 PROCESSED = frozenset(
     {Outcome.CREATED, Outcome.UPDATED, Outcome.LINKED, Outcome.IGNORED, Outcome.DUPLICATE}
 )
 NOT_CONVERTED = frozenset({Outcome.UNMATCHED, Outcome.LOOP, Outcome.BLOCKED})
+# What a ledger row says until its message commits: seen later, the worker stopped mid-way.
+UNFINISHED = "Processing started and did not finish (the worker stopped?)."
 # When several rules apply (stop after match off), the message counts as the strongest.
 _STRENGTH: list[str] = [Outcome.CREATED, Outcome.UPDATED, Outcome.LINKED, Outcome.IGNORED]
 
@@ -447,19 +449,12 @@ def _start_attempt(
             folder=folder,
             uidvalidity=uidvalidity,
             uid=uid,
-            defaults={
-                "identity": key,
-                "outcome": Outcome.FAILED,
-                "sender": _sender(head),
-                "subject": head.subject[:1000],
-                "size": len(raw),
-                "created_at": now,
-            },
+            defaults=_unfinished(key, head, raw, now),
         )
         if entry.outcome != Outcome.FAILED:
             return entry
         entry.attempts += 1
-        entry.error = "Processing started and did not finish (the worker stopped?)."
+        entry.error = UNFINISHED
         entry.reason = f"attempt {entry.attempts} of {settings.CONVERTER_MAX_ATTEMPTS}"
         entry.processed_at = now
         entry.save()
@@ -499,23 +494,44 @@ def _new_entry(
     key: str,
     head: ParsedEmail,
     raw: bytes,
-    now: Any,
+    now: datetime,
 ) -> LedgerEntry:
     return LedgerEntry.objects.create(
         mailbox=ctx.mailbox,
         folder=folder,
         uidvalidity=uidvalidity,
         uid=uid,
-        identity=key,
-        outcome=Outcome.FAILED,
-        sender=_sender(head),
-        subject=head.subject[:1000],
-        size=len(raw),
-        created_at=now,
+        **_unfinished(key, head, raw, now),
         attempts=1,
-        error="Processing started and did not finish (the worker stopped?).",
+        error=UNFINISHED,
         reason=f"attempt 1 of {settings.CONVERTER_MAX_ATTEMPTS}",
         processed_at=now,
+    )
+
+
+def _unfinished(key: str, head: ParsedEmail, raw: bytes, now: datetime) -> dict[str, Any]:
+    """A ledger row's fields while its message is being converted (failed until it commits)."""
+    return {
+        "identity": key,
+        "outcome": Outcome.FAILED,
+        "sender": _sender(head),
+        "subject": head.subject[:1000],
+        "size": len(raw),
+        "created_at": now,
+    }
+
+
+def facts_of(message: Message, folder: str, ticket_prefix: str) -> rules.Facts:
+    """What the rules look at in a stored email (the body as text, HTML converted)."""
+    body = message.text_body or (html_to_text(message.html_body) if message.html_body else "")
+    return rules.Facts(
+        sender=(message.from_name, message.from_address),
+        to=tuple((a.get("name", ""), a.get("email", "")) for a in message.to),
+        cc=tuple((a.get("name", ""), a.get("email", "")) for a in message.cc),
+        subject=message.subject,
+        body=body,
+        folder=folder,
+        ticket_prefix=ticket_prefix,
     )
 
 
@@ -554,16 +570,7 @@ def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, fold
     if envelope is not None:  # the certified envelope, byte for byte (mailconverter.pec)
         entry.message = _store(ctx, entry, envelope, folder)
         ingest.certify(messages=[message, entry.message], certified_id=certified or "")
-    body = message.text_body or (html_to_text(message.html_body) if message.html_body else "")
-    facts = rules.Facts(
-        sender=(message.from_name, message.from_address),
-        to=tuple((a.get("name", ""), a.get("email", "")) for a in message.to),
-        cc=tuple((a.get("name", ""), a.get("email", "")) for a in message.cc),
-        subject=message.subject,
-        body=body,
-        folder=folder.name,
-        ticket_prefix=ctx.ticket_prefix,
-    )
+    facts = facts_of(message, folder.name, ctx.ticket_prefix)
     reasons: list[str] = []
     results: list[actions.ActionResult] = []
     for found in rules.matching_rules(ctx.rules, facts):
@@ -571,7 +578,7 @@ def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, fold
             mailbox=ctx.mailbox,
             owner=ctx.owner,
             message=message,
-            body=body,
+            body=facts.body,
             own_addresses=ctx.own_addresses,
             capture=found.capture,
             entry=entry,

@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from crm.email.addresses import normalise_email
 from crm.email.parse import ParsedEmail, identity, parse
-from crm.email.sanitize import html_to_text
 from crm.exceptions import Forbidden, Invalid, NotFound
 from crm.models import Field, Message, Record, User
 from crm.models.modules import FieldType
@@ -534,23 +533,14 @@ def _preview(mailbox: Mailbox, raw: bytes, folder: str) -> Preview:
     # A stand-in Message, never saved: the email as the actions would see it once stored. An id
     # that no row has keeps "not this message itself" filters working; a stored copy is used.
     message = Message.objects.filter(identity=key).first() or Message(pk=0, **fields)
-    body = message.text_body or (html_to_text(message.html_body) if message.html_body else "")
-    facts = rules.Facts(
-        sender=(message.from_name, message.from_address),
-        to=tuple((a.get("name", ""), a.get("email", "")) for a in message.to),
-        cc=tuple((a.get("name", ""), a.get("email", "")) for a in message.cc),
-        subject=message.subject,
-        body=body,
-        folder=folder,
-        ticket_prefix=ctx.ticket_prefix,
-    )
+    facts = scanner.facts_of(message, folder, ctx.ticket_prefix)
     steps: list[PreviewStep] = []
     for found in rules.matching_rules(ctx.rules, facts):
         mail = actions.MailContext(
             mailbox=mailbox,
             owner=ctx.owner,
             message=message,
-            body=body,
+            body=facts.body,
             own_addresses=ctx.own_addresses,
             capture=found.capture,
         )
