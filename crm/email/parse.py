@@ -50,6 +50,7 @@ from typing import Any, cast
 from urllib.parse import unquote
 
 import charset_normalizer
+import pybase64
 from tnefparse import properties as tnef_properties
 from tnefparse.tnef import TNEF
 
@@ -869,9 +870,10 @@ def _clean_base64(part: Message) -> bytes | None:
     get_payload(decode=True) copies the text, encodes it, splits it into lines and joins them
     before decoding: 4.4 bytes of memory per byte of a large attachment. Anything but clean
     base64 (alphabet and line breaks, at most two "=" at the end, whole quanta) goes the
-    stdlib way, with the same results and defects. Checked and decoded with `bytes.translate`
-    and without the line breaks: a regular expression and the decoder skipping them one by
-    one cost more than the rest of the parse.
+    stdlib way, with the same results and defects. Checked with `bytes.translate` (a regular
+    expression cost more than the rest of the parse) and decoded by pybase64, which skips the
+    line breaks at SIMD speed: CPython's decoder takes 3.7 ms for a megabyte attachment, and
+    taking the line breaks out before it 2 ms more.
     """
     payload = part._payload  # type: ignore[attr-defined]  # get_payload() would copy it
     lifted = getattr(part, "crm_base64_lines", None)  # bytes checked by `_Lifted`
@@ -882,14 +884,15 @@ def _clean_base64(part: Message) -> bytes | None:
     ):
         return None
     source = lifted if isinstance(lifted, bytes) else payload.encode("ascii")
-    data = source.replace(b"\n", b"").replace(b"\r", b"")
-    pad = data.find(b"=")  # "=" only as the last one or two characters
-    if len(data) % 4 or (pad >= 0 and data[pad:] not in (b"=", b"==")):
+    if lifted is None and source.translate(None, _BASE64_CHARS + b"\r\n"):
         return None
-    if lifted is None and data.translate(None, _BASE64_CHARS):
+    # Base64 characters and line breaks only, from here on.
+    length = len(source) - source.count(b"\n") - source.count(b"\r")
+    pad = source.find(b"=")  # "=" only as the last one or two characters
+    if length % 4 or (pad >= 0 and source[pad:].translate(None, b"\r\n") not in (b"=", b"==")):
         return None
     try:
-        return binascii.a2b_base64(data)
+        return pybase64.b64decode(source)  # the line breaks skipped, as a2b_base64 does
     except (binascii.Error, ValueError):
         return None
 
