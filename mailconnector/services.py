@@ -36,11 +36,8 @@ class LinkResult:
     message: Message
     created: bool
     completed: bool
+    attachments_saved: int
     records: list[LinkedRecord] = field(default_factory=list)
-
-    @property
-    def attachments_saved(self) -> int:
-        return self.message.attachments.filter(inline=False).count()
 
 
 @dataclass(frozen=True)
@@ -124,7 +121,10 @@ def _link(actor: User, stored: ingest.Stored, records: list[Record]) -> LinkResu
             "differs from it, so it was not linked. Link it from Outlook on a computer.",
             code="email_conflict",
         )
-    result = LinkResult(stored.message, stored.created, stored.completed)
+    saved = stored.attachments_saved
+    if saved is None:  # stored before: count what it has
+        saved = stored.message.attachments.filter(inline=False).count()
+    result = LinkResult(stored.message, stored.created, stored.completed, saved)
     for record in records:
         created = ingest.link(message=stored.message, record=record, actor=actor, via=VIA)
         result.records.append(LinkedRecord(record, created))

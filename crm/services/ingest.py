@@ -51,6 +51,8 @@ class Stored:
     # False when an email with this identity was already stored and this one's bodies or
     # attachments differ from it: a look-alike (or a capture) rather than a copy.
     same_content: bool = True
+    # Attachments that are not inline, when this store has just made them; else None.
+    attachments_saved: int | None = None
 
 
 def store(
@@ -182,6 +184,7 @@ def _save(
             )
             # Known now, so that linking it needs no query when it has no attachments.
             message._document_ids = _attach(message, files, actor)  # type: ignore[attr-defined]
+            saved = sum(not part.inline for part, _name, _sha in files)
     except IntegrityError:
         if nested:
             raise
@@ -190,7 +193,7 @@ def _save(
         if existing is None:
             raise
         return Stored(existing, created=False)
-    return Stored(message, created=True)
+    return Stored(message, created=True, attachments_saved=saved)
 
 
 def _may_complete(existing: Message, completeness: str, actor: User | None) -> bool:
@@ -254,7 +257,7 @@ def _attach(
     returns the Documents' ids.
 
     A few statements per email whatever its number of attachments: the same file arriving
-    in a concurrent store is taken, not inserted twice (`ON CONFLICT DO NOTHING`).
+    in a concurrent store is taken, not inserted twice (`ON CONFLICT`).
     """
     if not files:
         return frozenset()
@@ -284,11 +287,15 @@ def _documents(wanted: dict[str, tuple[Part, str]], actor: User | None) -> dict[
     missing = [sha for sha in wanted if sha not in found]
     if missing:
         now = timezone.now()
-        Document.objects.bulk_create(
+        # A concurrent store of the same file won: its row is taken as it is. The "update"
+        # writes the size that row already has (same bytes), so that its id comes back too.
+        created = Document.objects.bulk_create(
             [_new_document(sha, *wanted[sha], actor, now) for sha in missing],
-            ignore_conflicts=True,  # a concurrent store of the same file won: take its row
+            update_conflicts=True,
+            unique_fields=["sha256"],
+            update_fields=["size"],
         )
-        found |= {d.sha256: d for d in Document.objects.filter(sha256__in=missing)}
+        found |= {d.sha256: d for d in created}
     return found
 
 

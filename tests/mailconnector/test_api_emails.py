@@ -80,10 +80,32 @@ def test_the_same_email_again_is_200_and_links_merge(org: Org, api: Api) -> None
         MESSAGE_ID,
     )
     assert again.status_code == 200
+    assert again.json()["attachments_saved"] == 2
     assert [r["newly_linked"] for r in again.json()["records"]] == [False, True]
     assert Message.objects.count() == 1
     assert MessageLink.objects.count() == 2
     assert Document.objects.count() == 2
+
+
+def test_attachments_saved_counts_attachments_not_inline_images(org: Org, api: Api) -> None:
+    msg = EmailMessage()
+    msg["From"] = "jane@customer.example"
+    msg["Subject"] = "Logo and order"
+    msg["Message-ID"] = MESSAGE_ID
+    msg.set_content("See the logo.")
+    msg.add_alternative('<p>Logo: <img src="cid:logo@x"></p>', subtype="html")
+    msg.get_payload()[1].add_related(
+        b"\x89PNG\r\n\x1a\n logo", maintype="image", subtype="png", cid="<logo@x>"
+    )
+    msg.add_attachment(b"%PDF order", maintype="application", subtype="pdf", filename="o.pdf")
+    company = make_record("Companies", org.alice, name="Customer Ltd")
+    client = api(org.alice)
+    links = [{"module": "Companies", "id": company.pk}]
+    first = _post(client, bytes(msg), links, MESSAGE_ID)
+    again = _post(client, bytes(msg), links, MESSAGE_ID)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["attachments_saved"] == again.json()["attachments_saved"] == 1
+    assert Message.objects.get().attachments.count() == 2  # the inline logo is kept too
 
 
 def test_an_idempotency_key_that_is_not_the_message_id_is_a_conflict(org: Org, api: Api) -> None:

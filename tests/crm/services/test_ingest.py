@@ -115,6 +115,25 @@ def test_the_same_file_in_two_emails_is_stored_once(org: Org) -> None:
     assert len([f for f in files if f.is_file()]) == 1
 
 
+def test_a_file_another_store_saved_meanwhile_is_taken_as_it_is(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other store's Document row appears between the look-up and the insert."""
+    pdf = b"%PDF-1.4 price list"
+    ingest.store(
+        _email("One", attachments={"prices.pdf": pdf}, message_id="<a@x>"), source="import"
+    )
+    first = Document.objects.get()
+    monkeypatch.setattr(ingest.Document.objects, "filter", lambda **_: Document.objects.none())
+    ingest.store(
+        _email("Two", attachments={"renamed.pdf": pdf}, message_id="<b@x>"), source="import"
+    )
+    monkeypatch.undo()
+    assert list(Document.objects.values_list("pk", "title")) == [(first.pk, "prices.pdf")]
+    second = Message.objects.get(message_id="b@x")
+    assert [a.document_id for a in second.attachments.all()] == [first.pk]
+
+
 def test_hostile_filenames_never_reach_the_storage_path(org: Org) -> None:
     names = ["../../etc/passwd", "/abs/path.pdf", "con.pdf", "a\u202egnp.exe", "x" * 300]
     raw = _email(attachments={n: n.encode() * 3 for n in names})
