@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import machine  # noqa: E402
 from bench.ingest import LATIN, attachment, bare_parse, log_uniform, paragraphs  # noqa: E402
 
 SEED = 20261203
@@ -494,6 +495,7 @@ def main() -> None:
 def run(args: argparse.Namespace, dovecot: Any, password: str, ids: tuple[int, int]) -> None:
     main_account, big_account = dovecot.add_account(), dovecot.add_account()
     say(f"Converter bench: {args.messages:,} messages, big mailbox {args.big:,}; load {load()}")
+    say(machine.reference())
     started = time.perf_counter()
     rng = random.Random(SEED)
     count, total = write_maildir(
