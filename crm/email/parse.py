@@ -887,14 +887,17 @@ def _clean_base64(part: Message) -> bytes | None:
     if lifted is None and source.translate(None, _BASE64_CHARS + b"\r\n"):
         return None
     # Base64 characters and line breaks only, from here on.
-    length = len(source) - source.count(b"\n") - source.count(b"\r")
     pad = source.find(b"=")  # "=" only as the last one or two characters
-    if length % 4 or (pad >= 0 and source[pad:].translate(None, b"\r\n") not in (b"=", b"==")):
+    padding = source[pad:].translate(None, b"\r\n") if pad >= 0 else b""
+    if padding not in (b"", b"=", b"=="):
         return None
     try:
-        return pybase64.b64decode(source)  # the line breaks skipped, as a2b_base64 does
+        data = pybase64.b64decode(source)  # the line breaks skipped, as a2b_base64 does
     except (binascii.Error, ValueError):
         return None
+    # Whole quanta: pybase64 takes a surplus "=" that a2b_base64 refuses, which shows in the
+    # length decoded (counting the characters instead costs more than decoding them).
+    return data if len(data) % 3 == (0, 2, 1)[len(padding)] else None
 
 
 # --------------------------------------------------------------------------------------

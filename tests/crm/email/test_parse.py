@@ -13,6 +13,8 @@ import json
 import os
 import re
 from datetime import datetime
+from email import message_from_bytes
+from email.policy import default as default_policy
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -836,6 +838,27 @@ def test_a_large_base64_attachment_with_a_broken_line_is_decoded_the_lenient_way
     email = parse(_mixed(b"\r\n", b"\n".join(lines)))
     [part] = email.parts
     assert part.payload == base64.b64decode(b"".join(lines).replace(b"*", b""))
+
+
+@pytest.mark.parametrize("size", [301, len(_PDF) - 2], ids=["small", "large"])
+@pytest.mark.parametrize(
+    "ending",
+    [
+        pytest.param(lambda body: body, id="intact"),
+        pytest.param(lambda body: body + b"=", id="surplus-padding"),
+        pytest.param(lambda body: body[:-2], id="missing-padding"),
+        pytest.param(lambda body: body[:-3] + b"==", id="one-character-short"),
+    ],
+)
+def test_an_attachment_with_any_base64_ending_decodes_as_the_stdlib_decodes_it(
+    size: int, ending: Any
+) -> None:
+    data = _PDF[:size]  # one byte past whole quanta: the encoding ends in "=="
+    body = ending(base64.encodebytes(data).rstrip(b"\n")) + b"\n"
+    raw = _mixed(b"\r\n", body)
+    [expected] = message_from_bytes(raw, policy=default_policy).iter_attachments()
+    [part] = parse(raw).parts
+    assert part.payload == expected.get_payload(decode=True)
 
 
 def test_base64_looking_lines_of_a_text_body_stay_its_text() -> None:
