@@ -137,16 +137,7 @@ class EmailLinkApi(APIView):
             result = services.link_capture(
                 actor=request.user, capture=_capture(data), targets=targets, idempotency_key=key
             )
-        output = s.EmailLinkOutput(
-            {
-                "message": result.message,
-                "created": result.created,
-                "completed": result.completed,
-                "attachments_saved": result.attachments_saved,
-                "records": result.records,
-            },
-            context={"request": request},
-        ).data
+        output = s.email_link_data(result, request)
         return Response(output, status=201 if result.created else 200)
 
 
