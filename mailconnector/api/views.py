@@ -61,7 +61,7 @@ class SuggestionListApi(APIView):
         request=s.SuggestionsInput, responses={200: s.SuggestionsOutput, **_problems(400, 413, 415)}
     )
     def post(self, request: Request) -> Response:
-        data = _valid(s.SuggestionsInput, request.data)
+        data = s.plain_suggestions_input(request.data) or _valid(s.SuggestionsInput, request.data)
         found = selectors.suggestions(
             request.user,
             [(a["email"], a["role"]) for a in data["addresses"]],
