@@ -895,8 +895,8 @@ def _clean_base64(part: Message) -> bytes | None:
         data = pybase64.b64decode(source)  # the line breaks skipped, as a2b_base64 does
     except (binascii.Error, ValueError):
         return None
-    # Whole quanta: pybase64 takes a surplus "=" that a2b_base64 refuses, which shows in the
-    # length decoded (counting the characters instead costs more than decoding them).
+    # Whole quanta, or the stdlib way (which reports the defect): a surplus "=" is decoded
+    # anyway, and shows in the length decoded (counting the characters costs more than that).
     return data if len(data) % 3 == (0, 2, 1)[len(padding)] else None
 
 
