@@ -389,7 +389,7 @@ class _Lifted:
 
     data: bytes
     prefix: str
-    runs: list[tuple[str, str, bytes]]  # (token line, the run it stands for, as bytes)
+    runs: list[tuple[str, bytes]]  # (token line, the run it stands for)
 
     @classmethod
     def find(cls, data: bytes) -> _Lifted | None:
@@ -399,13 +399,13 @@ class _Lifted:
         if prefix.encode() in data:
             return None
         pieces: list[bytes] = []
-        runs: list[tuple[str, str, bytes]] = []
+        runs: list[tuple[str, bytes]] = []
         at = 0
         for start, end, run in _base64_bodies(data):
             ending = "\r\n" if run.endswith(b"\r\n") else "\n"
             token = f"{prefix}{len(runs)}X{ending}"
             pieces += (data[at:start], token.encode())
-            runs.append((token, run.decode("ascii"), run))
+            runs.append((token, run))
             at = end
         if not runs:
             return None
@@ -422,15 +422,19 @@ class _Lifted:
             if not isinstance(payload, str) or self.prefix not in payload:
                 continue
             whole = None
-            for token, run, data in self.runs:
+            for token, data in self.runs:
                 cut = len(token) - len(token.rstrip("\r\n"))
                 if payload in (token, token[:-cut]):  # the part's body is this run, nothing more
+                    # The run's text made once, without the break the parser may have taken
+                    # off: a replace would hold a second copy of a large attachment's text.
                     whole = data
-                if token in payload:
-                    payload = payload.replace(token, run, 1)
+                    payload = _ascii(data, len(data) - len(token) + len(payload))
+                    found += 1
+                elif token in payload:
+                    payload = payload.replace(token, _ascii(data, len(data)), 1)
                     found += 1
                 elif token[:-cut] in payload:  # the last line: its break was taken off
-                    payload = payload.replace(token[:-cut], run[:-cut], 1)
+                    payload = payload.replace(token[:-cut], _ascii(data, len(data) - cut), 1)
                     found += 1
             if self.prefix in payload:
                 return False
@@ -440,6 +444,11 @@ class _Lifted:
                 # decodes these bytes rather than encoding the text again.
                 part.crm_base64_lines = whole  # type: ignore[attr-defined]
         return found == len(self.runs)
+
+
+def _ascii(data: bytes, end: int) -> str:
+    """`data[:end]` as text, decoded from the bytes in place (no copy of the slice)."""
+    return str(memoryview(data)[:end], "ascii")
 
 
 def _base64_bodies(data: bytes) -> Iterator[tuple[int, int, bytes]]:
