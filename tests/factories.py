@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
 from typing import Any
 
 import factory
@@ -93,3 +94,21 @@ def _minimal(module: Module) -> dict[str, Any]:
         else:
             data[f.name] = f"{f.label} {Record.objects.count() + 1}"
     return data
+
+
+def make_eml(message_id: str, *, subject: str = "Order", files: int = 2) -> bytes:
+    """A customer's email to alice@crm.example with `files` small PDF attachments (distinct)."""
+    msg = EmailMessage()
+    msg["From"] = "Jane Doe <jane@customer.example>"
+    msg["To"] = "alice@crm.example"
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id
+    msg.set_content("Please find the order attached.")
+    for n in range(files):
+        msg.add_attachment(
+            f"%PDF order {n}".encode(),
+            maintype="application",
+            subtype="pdf",
+            filename=f"order-{n}.pdf",
+        )
+    return bytes(msg)

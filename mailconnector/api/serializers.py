@@ -57,21 +57,24 @@ class RecordPageOutput(serializers.Serializer):
     next_cursor = serializers.CharField(allow_null=True)
 
 
-class AddressInput(serializers.Serializer):
-    MAX_ADDRESSES = 200
+ROLES = ("from", "sender", "reply_to", "to", "cc")
+MAX_ADDRESSES = 200
+_LIMITS = {"email": 320, "mailbox_owner": 320, "message_id": 998}
 
-    email = serializers.CharField(max_length=320)
-    role = serializers.ChoiceField(choices=["from", "sender", "reply_to", "to", "cc"])
+
+class AddressInput(serializers.Serializer):
+    email = serializers.CharField(max_length=_LIMITS["email"])
+    role = serializers.ChoiceField(choices=ROLES)
 
 
 class SuggestionsInput(serializers.Serializer):
-    addresses = AddressInput(many=True, allow_empty=True, max_length=AddressInput.MAX_ADDRESSES)
-    mailbox_owner = serializers.CharField(max_length=320, required=False, allow_blank=True)
-    message_id = serializers.CharField(max_length=998, required=False, allow_blank=True)
-
-
-ROLES = frozenset(AddressInput().fields["role"].choices)
-_LIMITS = {"email": 320, "mailbox_owner": 320, "message_id": 998}
+    addresses = AddressInput(many=True, allow_empty=True, max_length=MAX_ADDRESSES)
+    mailbox_owner = serializers.CharField(
+        max_length=_LIMITS["mailbox_owner"], required=False, allow_blank=True
+    )
+    message_id = serializers.CharField(
+        max_length=_LIMITS["message_id"], required=False, allow_blank=True
+    )
 
 
 def plain_suggestions_input(data: Any) -> dict[str, Any] | None:
@@ -85,7 +88,7 @@ def plain_suggestions_input(data: Any) -> dict[str, Any] | None:
     """
     if type(data) is not dict or type(data.get("addresses")) is not list:
         return None
-    if len(data["addresses"]) > AddressInput.MAX_ADDRESSES:
+    if len(data["addresses"]) > MAX_ADDRESSES:
         return None
     addresses = []
     for item in data["addresses"]:

@@ -15,7 +15,7 @@ from crm.models import Document, DocumentLink, Message, MessageLink, Module
 from crm.models.modules import Sharing
 from crm.services import blobs
 from tests.conftest import Org
-from tests.factories import make_record
+from tests.factories import make_eml, make_record
 
 pytestmark = pytest.mark.django_db
 Api = Callable[[Any], APIClient]
@@ -23,20 +23,7 @@ MESSAGE_ID = "<deal-42@customer.example>"
 
 
 def _eml(subject: str = "Order", message_id: str = MESSAGE_ID, files: int = 2) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Jane Doe <jane@customer.example>"
-    msg["To"] = "alice@crm.example"
-    msg["Subject"] = subject
-    msg["Message-ID"] = message_id
-    msg.set_content("Please find the order attached.")
-    for n in range(files):
-        msg.add_attachment(
-            f"%PDF order {n}".encode(),
-            maintype="application",
-            subtype="pdf",
-            filename=f"order-{n}.pdf",
-        )
-    return bytes(msg)
+    return make_eml(message_id, subject=subject, files=files)
 
 
 def _post(

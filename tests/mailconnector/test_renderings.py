@@ -3,7 +3,6 @@ OpenAPI schema. Both must say the same, or the add-in would read what the schema
 
 from __future__ import annotations
 
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from crm.services import ingest
 from mailconnector import selectors, services
 from mailconnector.api import serializers as s
 from tests.conftest import Org
-from tests.factories import make_record
+from tests.factories import make_eml, make_record
 
 pytestmark = pytest.mark.django_db
 
@@ -25,25 +24,16 @@ def request_(settings: Any) -> HttpRequest:
     return RequestFactory(HTTP_HOST="crm.example").post("/api/addin/v1/emails")
 
 
-def _eml(message_id: str) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Jane Doe <jane@customer.example>"
-    msg["To"] = "alice@crm.example"
-    msg["Subject"] = "Order"
-    msg["Message-ID"] = message_id
-    msg.set_content("The order.")
-    msg.add_attachment(b"%PDF order", maintype="application", subtype="pdf", filename="o.pdf")
-    return bytes(msg)
-
-
 def test_a_link_answer_is_what_its_serializer_says(org: Org, request_: HttpRequest) -> None:
     company = make_record("Companies", org.alice, name="Customer Ltd")
     contact = make_record("Contacts", org.alice, last_name="Doe", email="jane@customer.example")
     first = services.LinkTarget("Companies", company.pk)
-    services.link_email(actor=org.alice, raw=_eml("<o@x>"), targets=[first], idempotency_key=None)
+    services.link_email(
+        actor=org.alice, raw=make_eml("<o@x>"), targets=[first], idempotency_key=None
+    )
     result = services.link_email(
         actor=org.alice,
-        raw=_eml("<o@x>"),
+        raw=make_eml("<o@x>"),
         targets=[first, services.LinkTarget("Contacts", contact.pk)],
         idempotency_key="<o@x>",
     )
@@ -68,7 +58,7 @@ def test_a_suggestion_is_what_its_serializer_says(org: Org, request_: HttpReques
         "Companies", org.alice, name="Customer Ltd", email="info@customer.example"
     )
     make_record("Contacts", org.alice, last_name="Doe", email="jane@customer.example")
-    stored = ingest.store(_eml("<s@x>"), source="addin", actor=org.alice)
+    stored = ingest.store(make_eml("<s@x>", files=1), source="addin", actor=org.alice)
     ingest.link(message=stored.message, record=company, actor=org.alice, via="addin")
     found = selectors.suggestions(org.alice, [("jane@customer.example", "from")], message_id="s@x")
     assert len(found) >= 2
