@@ -37,7 +37,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate as django_authenticate
 from django.contrib.auth.signals import user_login_failed
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Max, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -47,7 +47,7 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from crm import generations
+from crm import generations, statements
 from crm.exceptions import Conflict, Invalid, NotFound
 from crm.models import User
 from mailconnector.api.errors import ApiError
@@ -271,62 +271,29 @@ def authenticate_access_token(token: str) -> AddinSession:
 
 def _access_token(digest: str) -> AddinToken | None:
     """`AddinToken.objects.select_related("session__user").filter(digest=..., kind=ACCESS)
-    .first()`, from a statement written once: every add-in call makes it, and compiling the
-    ORM query cost more than PostgreSQL running it (its text never changes, so it is prepared).
+    .first()`, from a statement written once (`crm.statements`): every add-in call makes it.
     """
-    sql, layout = _access_token_statement()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [digest, ACCESS])
-        row = cursor.fetchone()
-    if row is None:
+    sql, rows = _access_token_statement()
+    found = rows.first(sql, [digest, ACCESS])
+    if found is None:
         return None
-    values = iter(row)
-    token, session, user = (
-        model.from_db(
-            connection.alias,
-            [f.attname for f, _, _ in fields],
-            [_converted(next(values), col, converters) for _, col, converters in fields],
-        )
-        for model, fields in layout
-    )
+    token, session, user = found
     session.user = user
     token.session = session
     return token  # type: ignore[no-any-return]
 
 
-_Layout = list[tuple[type[Any], list[tuple[Any, Any, list[Any]]]]]
-
-
 @functools.cache
-def _access_token_statement() -> tuple[str, _Layout]:
-    from django.db.models.expressions import Col
-
-    quote = connection.ops.quote_name
-    layout: _Layout = []
-    columns: list[str] = []
-    for model, alias in ((AddinToken, "t"), (AddinSession, "s"), (User, "u")):
-        fields = []
-        for f in model._meta.concrete_fields:
-            col = Col(alias, f)
-            converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
-            fields.append((f, col, converters))
-            columns.append(f"{alias}.{quote(f.column)}")
-        layout.append((model, fields))
-    table = {m: quote(m._meta.db_table) for m in (AddinToken, AddinSession, User)}
+def _access_token_statement() -> tuple[str, statements.Rows]:
+    rows = statements.rows_of((AddinToken, "t"), (AddinSession, "s"), (User, "u"))
     # Names from the models' metadata only; the digest and kind are bound parameters.
     sql = (
-        f"SELECT {', '.join(columns)} FROM {table[AddinToken]} t "  # noqa: S608
-        f"JOIN {table[AddinSession]} s ON s.id = t.session_id "
-        f"JOIN {table[User]} u ON u.id = s.user_id "
+        f"SELECT {rows.columns} FROM {statements.table(AddinToken)} t "  # noqa: S608
+        f"JOIN {statements.table(AddinSession)} s ON s.id = t.session_id "
+        f"JOIN {statements.table(User)} u ON u.id = s.user_id "
         "WHERE t.digest = %s AND t.kind = %s ORDER BY t.id LIMIT 1"
     )
-    return sql, layout
-
-
-def _converted(value: Any, col: Any, converters: list[Any]) -> Any:
-    for converter in converters:
-        value = converter(value, col, connection)
-    return value
+    return sql, rows
 
 
 class TokenAuthentication(BaseAuthentication):

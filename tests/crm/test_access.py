@@ -421,6 +421,32 @@ def test_require_says_not_found_for_an_invisible_record_and_forbidden_for_a_read
         access.get_record(org.alice, contacts, 987654321)
 
 
+def test_get_record_loads_the_record_and_its_module_as_the_orm_does_in_one_query(
+    org: Org,
+) -> None:
+    contacts = _private()
+    companies = Module.objects.get(name="Companies")
+    mine = record_service.create(
+        actor=org.alice,
+        module=contacts,
+        data={"first_name": "Zoë", "last_name": "Ünal", "email": "zoe@example.com"},
+    )
+    with CaptureQueriesContext(connection) as queries:
+        loaded = access.get_record(org.alice, contacts.pk, mine.pk, "edit")
+    assert len(queries.captured_queries) == 1
+    expected = type(mine).objects.select_related("module").get(pk=mine.pk)
+
+    def values(instance: object) -> dict[str, object]:
+        return {k: v for k, v in vars(instance).items() if not k.startswith("_")}
+
+    assert values(loaded) == values(expected)
+    assert values(loaded.module) == values(expected.module)
+    assert loaded.data["first_name"] == "Zoë"
+    assert not loaded._state.adding
+    with pytest.raises(NotFound):  # the id of a Contact asked as a Company
+        access.get_record(org.alice, companies, mine.pk)
+
+
 # --- Caching -------------------------------------------------------------------------------------
 
 
