@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
-from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from email.utils import format_datetime
 
 from crm import access
-from crm.email.parse import normalise_message_id
+from crm.email.parse import message_id_of, normalise_message_id
 from crm.exceptions import Conflict, Invalid, NotFound
 from crm.models import Message, Record, User
 from crm.selectors.records import visible_module
@@ -66,7 +65,7 @@ def link_email(
 ) -> LinkResult:
     """Store the whole email (once) and link it to each target the user may edit."""
     records = _targets(actor, targets)
-    _check_key(idempotency_key, _message_id_of(raw))
+    _check_key(idempotency_key, message_id_of(raw))
     stored = ingest.store(raw, source=VIA, actor=actor, origin=client)
     return _link(actor, stored, records)
 
@@ -129,24 +128,6 @@ def _link(actor: User, stored: ingest.Stored, records: list[Record]) -> LinkResu
         created = ingest.link(message=stored.message, record=record, actor=actor, via=VIA)
         result.records.append(LinkedRecord(record, created))
     return result
-
-
-def _message_id_of(raw: bytes) -> str | None:
-    headers = BytesHeaderParser(policy=default_policy).parsebytes(_header_block(raw))
-    try:
-        return normalise_message_id(str(headers.get("Message-ID", "") or ""))
-    except Exception:  # a header the parser cannot read has no usable id
-        return None
-
-
-def _header_block(raw: bytes, limit: int = 262_144) -> bytes:
-    """The bytes up to the first empty line (at most `limit`): all a header parser reads.
-
-    Handing it the body too made it split a megabyte attachment into lines for nothing.
-    """
-    head = raw[:limit]
-    ends = [at for at in (head.find(b"\n\n"), head.find(b"\n\r\n")) if at >= 0]
-    return head[: min(ends) + 1] if ends else head
 
 
 def _check_key(key: str | None, message_id: str | None) -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "ParsedEmail",
     "Part",
     "identity",
+    "message_id_of",
     "normalise_message_id",
     "parse",
 ]
@@ -161,6 +162,24 @@ def normalise_message_id(value: str | None) -> str | None:
         return None
     local, at, domain = token.rpartition("@")
     return f"{local}@{domain.lower()}" if at else token
+
+
+def message_id_of(raw: bytes) -> str | None:
+    """The Message-ID `parse(raw).message_id` gives, read from the header section alone: a
+    caller that must check it before storing the email does not parse the whole email twice."""
+    data = raw[len(_UTF8_BOM) :] if raw.startswith(_UTF8_BOM) else raw
+    try:
+        msg = _read(_header_section(data), headersonly=True)
+    except Exception:  # parse() would keep no headers either
+        return None
+    return normalise_message_id(_raw_headers(msg).first("message-id"))
+
+
+def _header_section(data: bytes, limit: int = 262_144) -> bytes:
+    """The bytes up to the first empty line (at most `limit`): all a header parser reads."""
+    head = data[:limit]
+    ends = [at for at in (head.find(b"\n\n"), head.find(b"\n\r\n")) if at >= 0]
+    return head[: min(ends) + 1] if ends else head
 
 
 def identity(parsed: ParsedEmail, raw: bytes) -> str:

@@ -23,7 +23,14 @@ from typing import Any
 
 import pytest
 
-from crm.email.parse import MAX_NESTED_DEPTH, ParsedEmail, Part, identity, parse
+from crm.email.parse import (
+    MAX_NESTED_DEPTH,
+    ParsedEmail,
+    Part,
+    identity,
+    message_id_of,
+    parse,
+)
 from crm.email.parse import normalise_message_id as normalise
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "emails"
@@ -693,6 +700,15 @@ def corpus_messages() -> list[Path]:
 def test_every_corpus_message_parses_without_raising() -> None:
     for path in corpus_messages():
         assert isinstance(parse(path.read_bytes()), ParsedEmail), path
+
+
+def test_the_message_id_from_the_headers_alone_is_the_parsed_one_for_every_email() -> None:
+    found = 0
+    for path in [*corpus_messages(), *sorted(FIXTURES.glob("*.eml"))]:
+        data = path.read_bytes()
+        assert message_id_of(data) == parse(data).message_id, path
+        found += message_id_of(data) is not None
+    assert found > 50  # most of them have one
 
 
 @pytest.mark.parametrize("name", ["attachments", "panic", "winmail"])

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crm.email.parse import ParsedEmail, identity, parse
+from crm.email.parse import ParsedEmail, identity, message_id_of, parse
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "emails"
 FIXTURE_NAMES = sorted(path.name for path in FIXTURES.glob("*.eml"))
@@ -123,6 +123,13 @@ def mutated_fixtures(draw: st.DrawFn) -> bytes:
 @given(mutated_fixtures())
 def test_parse_never_raises_on_mutated_fixture_emails(data: bytes) -> None:
     assert_well_formed(parse(data))
+
+
+@FAST
+@given(st.one_of(mutated_fixtures(), messages))
+def test_the_message_id_read_from_the_headers_alone_is_the_one_parse_gives(data: bytes) -> None:
+    # The add-in checks the Idempotency-Key against it before storing the email.
+    assert message_id_of(data) == parse(data).message_id
 
 
 @FAST
