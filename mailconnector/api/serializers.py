@@ -139,9 +139,10 @@ def suggestions_data(found: list[Any], request: Any) -> list[dict[str, Any]]:
     """`SuggestionOutput(found, many=True).data`, written out: the same keys, values and
     order, without a serializer and a URL reversal per suggestion (the add-in asks at every
     email opened)."""
+    site = _site(request)
     return [
         {
-            **_about_record(s.record, request),
+            **_about_record(s.record, site),
             "reason": _text(s.reason),
             "already_linked": bool(s.already_linked),
         }
@@ -149,14 +150,20 @@ def suggestions_data(found: list[Any], request: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _about_record(record: Record, request: Any) -> dict[str, Any]:
+def _site(request: Any) -> str:
+    """`request.build_absolute_uri(path)` is this + path for the paths `reverse` gives (an
+    absolute path, already URI-encoded): worked out once per answer, not once per record."""
+    return str(request.build_absolute_uri("/"))[:-1]
+
+
+def _about_record(record: Record, site: str) -> dict[str, Any]:
     """`_AboutRecord`'s fields of one record."""
     return {
         "module": record.module.name,
         "id": record.pk,
         "number": _text(record.number),
         "label": _text(record.label),
-        "url": request.build_absolute_uri(record_path(record.module.name, record.pk)),
+        "url": site + record_path(record.module.name, record.pk),
     }
 
 
@@ -252,6 +259,7 @@ def email_link_data(result: Any, request: Any) -> dict[str, Any]:
     """`EmailLinkOutput(result).data`, written out as `suggestions_data` is: instantiating the
     serializer (its fields deep-copied, and its records' too) cost more than a link's SQL."""
     message = result.message
+    site = _site(request)
     return {
         "message": message.pk,
         "subject": _text(message.subject),
@@ -260,7 +268,7 @@ def email_link_data(result: Any, request: Any) -> dict[str, Any]:
         "completed": bool(result.completed),
         "attachments_saved": int(result.attachments_saved),
         "records": [
-            {**_about_record(r.record, request), "newly_linked": bool(r.newly_linked)}
+            {**_about_record(r.record, site), "newly_linked": bool(r.newly_linked)}
             for r in result.records
         ],
     }

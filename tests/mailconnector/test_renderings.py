@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.http import HttpRequest
 from django.test import RequestFactory
+from django.urls import set_script_prefix
 
 from crm.services import ingest
 from mailconnector import selectors, services
@@ -65,3 +66,19 @@ def test_a_suggestion_is_what_its_serializer_says(org: Org, request_: HttpReques
     documented = s.SuggestionOutput(found, many=True, context={"request": request_}).data
     assert s.suggestions_data(found, request_) == documented
     assert any(item["already_linked"] for item in documented)
+
+
+def test_record_urls_are_the_serializers_under_a_script_prefix_too(
+    org: Org, request_: HttpRequest
+) -> None:
+    # A CRM served under a path (SCRIPT_NAME=/crm): each URL keeps the prefix once.
+    contact = make_record("Contacts", org.alice, last_name="Doe", email="jane@customer.example")
+    set_script_prefix("/crm/")
+    try:
+        found = selectors.suggestions(org.alice, [("jane@customer.example", "from")])
+        documented = s.SuggestionOutput(found, many=True, context={"request": request_}).data
+        written = s.suggestions_data(found, request_)
+    finally:
+        set_script_prefix("/")
+    assert written == documented
+    assert written[0]["url"] == f"http://crm.example/crm/m/Contacts/{contact.pk}/"
