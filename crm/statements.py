@@ -29,7 +29,7 @@ class Rows:
     """The select list of several models, each under its alias, and how to load a row."""
 
     columns: str  # `t."id", t."digest", ..., s."id", ...`: every concrete field, in order
-    layout: tuple[tuple[type[Model], tuple[_Column, ...]], ...]
+    layout: tuple[tuple[type[Model], list[str], tuple[_Column, ...]], ...]  # attnames too
 
     def first(self, sql: str, params: Sequence[Any]) -> list[Any] | None:
         """The instances of the statement's first row, or None without a row."""
@@ -43,11 +43,9 @@ class Rows:
         values = iter(row)
         return [
             model.from_db(
-                connection.alias,
-                [c.attname for c in columns],
-                [_converted(next(values), c) for c in columns],
+                connection.alias, attnames, [_converted(next(values), c) for c in columns]
             )
-            for model, columns in self.layout
+            for model, attnames, columns in self.layout
         ]
 
 
@@ -63,7 +61,7 @@ def rows_of(*aliased: tuple[type[Model], str]) -> Rows:
             converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
             columns.append(_Column(field.attname, col, tuple(converters)))
             names.append(f"{alias}.{quote(field.column)}")
-        layout.append((model, tuple(columns)))
+        layout.append((model, [c.attname for c in columns], tuple(columns)))
     return Rows(", ".join(names), tuple(layout))
 
 

@@ -50,7 +50,13 @@ from email.message import Message
 from email.policy import compat32
 from typing import Literal, NamedTuple
 
-from crm.email.parse import ParsedEmail, identity, normalise_message_id, parse
+from crm.email.parse import (
+    ParsedEmail,
+    header_section,
+    identity,
+    normalise_message_id,
+    parse,
+)
 
 __all__ = [
     "RECEIPT_KINDS",
@@ -120,7 +126,7 @@ def classify(message: bytes | ParsedEmail) -> Classification:
 
     A receipt wins over an envelope: a complete delivery receipt also carries postacert.eml.
     """
-    parsed = parse(_header_section(message)) if isinstance(message, bytes) else message
+    parsed = parse(header_section(message)) if isinstance(message, bytes) else message
     headers = _headers(parsed)
     riferimento = normalise_message_id(headers.get("x-riferimento-message-id"))
     receipt = _token(headers.get("x-ricevuta"))
@@ -157,7 +163,7 @@ def view(raw: bytes) -> View:
     original, daticert, riferimento = unwrap(raw)
     if original is None or not original.strip():  # nothing to run rules on: keep the envelope
         return View(found, daticert=daticert, riferimento=riferimento)
-    head = parse(_header_section(original))
+    head = parse(header_section(original))
     if riferimento:
         head = replace(head, message_id=riferimento)
     return View(found, original, daticert, riferimento, identity(head, original))
@@ -187,7 +193,7 @@ def _unwrap(raw: bytes) -> Unwrapped:
     if riferimento is None and daticert is not None:
         riferimento = _daticert_msgid(daticert)
     if riferimento is None and original is not None:
-        riferimento = parse(_header_section(original)).message_id
+        riferimento = parse(header_section(original)).message_id
     return Unwrapped(original, daticert, riferimento)
 
 
@@ -278,7 +284,7 @@ def _body_start(raw: bytes, start: int, end: int) -> int:
 
 def _same_message(data: bytes, inner: Message) -> bool:
     """The cut bytes are the part the parser saw: same Message-ID and Subject."""
-    cut = message_from_bytes(_header_section(data), policy=compat32)
+    cut = message_from_bytes(header_section(data), policy=compat32)
     return all(str(cut.get(h, "")) == str(inner.get(h, "")) for h in ("message-id", "subject"))
 
 
@@ -308,13 +314,6 @@ def _xml_text(data: bytes) -> str:
 
 
 # --- headers -----------------------------------------------------------------------------------
-
-
-def _header_section(raw: bytes | ParsedEmail) -> bytes:
-    if not isinstance(raw, bytes):
-        return b""
-    cut = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
-    return raw[: min(cut) + 2] if cut else raw
 
 
 def _headers(parsed: ParsedEmail) -> dict[str, str]:

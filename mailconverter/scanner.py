@@ -44,7 +44,7 @@ from django.utils import timezone
 
 from crm import access
 from crm.email.addresses import normalise_email
-from crm.email.parse import ParsedEmail, identity, parse
+from crm.email.parse import ParsedEmail, header_section, identity, parse
 from crm.email.sanitize import html_to_text
 from crm.models import Message, Module, Record, User
 from crm.services import blobs, ingest
@@ -379,7 +379,7 @@ def process(
     blocking the folder forever. Also the path of an administrator's retry (`scan=None`).
     """
     ctx = scan or _context(mailbox, None, None)
-    head = parse(_header_section(raw))
+    head = parse(header_section(raw))
     key = identity(head, raw)
     started = _start_attempt(ctx, folder, uidvalidity, uid, key, head, raw)
     if started.outcome != Outcome.FAILED:
@@ -653,7 +653,7 @@ def _pec_view(
         return None
     if seen.original is None or seen.identity is None:
         return raw, head, None, None
-    head = parse(_header_section(seen.original))
+    head = parse(header_section(seen.original))
     entry.identity, entry.sender = seen.identity, _sender(head)
     entry.subject = head.subject[:1000]
     LedgerEntry.objects.filter(pk=entry.pk).update(identity=entry.identity)  # before _claim
@@ -869,12 +869,6 @@ def _execute(sql: str, params: list[Any]) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
-
-
-def _header_section(raw: bytes) -> bytes:
-    """The header block (up to the first empty line): enough for identity and the loop guard."""
-    cut = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
-    return raw[: min(cut) + 2] if cut else raw
 
 
 def _sender(head: ParsedEmail) -> str:

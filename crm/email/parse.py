@@ -60,6 +60,7 @@ __all__ = [
     "MAX_NESTED_DEPTH",
     "ParsedEmail",
     "Part",
+    "header_section",
     "identity",
     "message_id_of",
     "normalise_message_id",
@@ -169,17 +170,18 @@ def message_id_of(raw: bytes) -> str | None:
     caller that must check it before storing the email does not parse the whole email twice."""
     data = raw[len(_UTF8_BOM) :] if raw.startswith(_UTF8_BOM) else raw
     try:
-        msg = _read(_header_section(data), headersonly=True)
+        msg = _read(header_section(data, limit=262_144), headersonly=True)
     except Exception:  # parse() would keep no headers either
         return None
     return normalise_message_id(_raw_headers(msg).first("message-id"))
 
 
-def _header_section(data: bytes, limit: int = 262_144) -> bytes:
-    """The bytes up to the first empty line (at most `limit`): all a header parser reads."""
-    head = data[:limit]
-    ends = [at for at in (head.find(b"\n\n"), head.find(b"\n\r\n")) if at >= 0]
-    return head[: min(ends) + 1] if ends else head
+def header_section(raw: bytes, *, limit: int | None = None) -> bytes:
+    """The bytes up to the first empty line (within `limit`, if given): all that a header
+    parser reads, without handing it a megabyte attachment to split into lines."""
+    head = raw if limit is None else raw[:limit]
+    cut = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0]
+    return head[: min(cut) + 2] if cut else head
 
 
 def identity(parsed: ParsedEmail, raw: bytes) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from crm import access
+from crm import access, statements
 from crm.email.addresses import Address
 from crm.email.parse import ParsedEmail, Part, identity, parse
 from crm.exceptions import Invalid
@@ -200,9 +200,11 @@ def _stored(key: str) -> Message | None:
     """The Message stored under this identity. Most emails are new: they are answered by a
     statement written once, instead of compiling the query of a whole Message (about a
     millisecond of CPU, as much as the rest of the look-up)."""
-    table = connection.ops.quote_name(Message._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {table} WHERE identity = %s", [key])  # noqa: S608
+        cursor.execute(
+            f"SELECT id FROM {statements.table(Message)} WHERE identity = %s",  # noqa: S608
+            [key],
+        )
         row = cursor.fetchone()
     return None if row is None else Message.objects.filter(pk=row[0]).first()
 
