@@ -5,10 +5,11 @@
 
 Runs tests/mailconverter/test_exactly_once.py (a private Dovecot, the fault proxy, scanner
 subprocesses killed at seeded points, Dovecot restarted, UIDVALIDITY changed, two workers at
-once, then a clean scan) once per seed, with pytest-django's test database made from
-DATABASE_URL (`test_<name>`, created and dropped by the run). Each seed appends its count
-against the mailbox's manifest to a report; this script prints one row per seed and the
-totals:
+once, then a clean scan) once per seed and per way of converting: in the scan's own process,
+and in two conversion workers (whose kills then strike a worker, not the scan). pytest-django's
+test database is made from DATABASE_URL (`test_<name>`, created and dropped by the run). Each
+run appends its count against the mailbox's manifest to a report; this script prints one row
+per seed and way, and the totals:
 
 - messages: emails delivered (questions, replies, auto-replies, poison);
 - lost: a question without its ticket, a reply not on its ticket, poison not quarantined;
@@ -19,7 +20,7 @@ totals:
 
 A seed that fails before it is counted (an assertion on the way) is listed with pytest's
 one-line reason. Exit status 0 only when every seed ran and every figure is at its pass value.
-About 20 to 50 seconds per seed on two cores, most of it waiting for Dovecot restarts,
+About 20 to 50 seconds per run on two cores, most of it waiting for Dovecot restarts,
 stalls and scanner processes.
 """
 
@@ -37,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TEST = "tests/mailconverter/test_exactly_once.py"
 COLUMNS = ("messages", "lost", "duplicates", "unsettled", "seen_uncommitted")
+MODES = ("one-process", "workers")  # the test's ids: converting in the scan, or in workers
 PASS = {"lost": 0, "duplicates": 0, "unsettled": 0, "seen_uncommitted": 0}
 
 
@@ -55,12 +57,13 @@ def main() -> int:
         failures = _run(seeds, report)
         elapsed = time.monotonic() - started
         lines = report.read_text().splitlines() if report.exists() else []
-        rows = {r["seed"]: r for r in map(json.loads, lines)}
-    return _print(seeds, rows, failures, elapsed)
+        rows = {f"{r['seed']}-{r['mode']}": r for r in map(json.loads, lines)}
+    runs = [f"{seed}-{mode}" for seed in seeds for mode in MODES]
+    return _print(runs, rows, failures, elapsed)
 
 
-def _run(seeds: list[int], report: Path) -> dict[int, str]:
-    """pytest over the seeds; returns seed → pytest's one-line reason for each failure."""
+def _run(seeds: list[int], report: Path) -> dict[str, str]:
+    """pytest over the seeds; returns "seed-mode" → pytest's one-line reason per failure."""
     env = dict(
         os.environ,
         CONVERTER_FAULT_SEEDS=",".join(map(str, seeds)),
@@ -84,27 +87,27 @@ def _run(seeds: list[int], report: Path) -> dict[int, str]:
         capture_output=True,
         text=True,
     )
-    failures: dict[int, str] = {}
+    failures: dict[str, str] = {}
     for line in done.stdout.splitlines():
-        # FAILED tests/...::test_...[7] - AssertionError: ...
+        # FAILED tests/...::test_...[7-workers] - AssertionError: ...
         if line.startswith(("FAILED", "ERROR")) and "[" in line:
-            seed = int(line.split("[", 1)[1].split("]", 1)[0])
-            failures[seed] = line.split(" - ", 1)[-1][:160]
+            run = line.split("[", 1)[1].split("]", 1)[0]
+            failures[run] = line.split(" - ", 1)[-1][:160]
     if done.returncode not in (0, 1):  # not "some tests failed": the run itself broke
         print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
     return failures
 
 
 def _print(
-    seeds: list[int], rows: dict[int, dict[str, object]], failures: dict[int, str], elapsed: float
+    runs: list[str], rows: dict[str, dict[str, object]], failures: dict[str, str], elapsed: float
 ) -> int:
-    print(f"{'seed':>5} " + " ".join(f"{c:>16}" for c in (*COLUMNS, "connections")) + "  faults")
+    print(f"{'seed':>17} " + " ".join(f"{c:>16}" for c in (*COLUMNS, "connections")) + "  faults")
     totals = dict.fromkeys(COLUMNS, 0)
     faults: dict[str, int] = {}
-    for seed in seeds:
-        row = rows.get(seed)
+    for run in runs:
+        row = rows.get(run)
         if row is None:
-            print(f"{seed:>5} not counted: {failures.get(seed, 'no report (run broken?)')}")
+            print(f"{run:>17} not counted: {failures.get(run, 'no report (run broken?)')}")
             continue
         for c in COLUMNS:
             totals[c] += int(row[c])  # type: ignore[call-overload]
@@ -113,20 +116,20 @@ def _print(
         for kind, n in struck.items():
             faults[kind] = faults.get(kind, 0) + n
         line = " ".join(f"{row[c]:>16}" for c in (*COLUMNS, "most_connections_at_once"))
-        print(f"{seed:>5} {line}  {sum(struck.values())}")
-        if seed in failures:
-            print(f"      failed after the count: {failures[seed]}")
+        print(f"{run:>17} {line}  {sum(struck.values())}")
+        if run in failures:
+            print(f"      failed after the count: {failures[run]}")
     counted = len(rows)
     print()
-    print(f"seeds run: {len(seeds)}, counted: {counted}, failed: {len(failures)}")
+    print(f"runs (seed and mode): {len(runs)}, counted: {counted}, failed: {len(failures)}")
     print("messages: {messages}, lost: {lost}, duplicates: {duplicates}, ".format(**totals), end="")
     print("unsettled: {unsettled}, \\Seen uncommitted: {seen_uncommitted}".format(**totals))
     print("faults struck: " + ", ".join(f"{k} {v}" for k, v in sorted(faults.items())))
     most = max((int(r["most_connections_at_once"]) for r in rows.values()), default=0)  # type: ignore[call-overload]
     print(f"most IMAP connections to one mailbox at once: {most}")
-    print(f"elapsed: {elapsed:.0f} s ({elapsed / max(1, len(seeds)):.1f} s per seed)")
+    print(f"elapsed: {elapsed:.0f} s ({elapsed / max(1, len(runs)):.1f} s per run)")
     ok = (
-        counted == len(seeds)
+        counted == len(runs)
         and not failures
         and all(totals[k] == v for k, v in PASS.items())
         and most <= 1

@@ -6,6 +6,7 @@ first run only by environment. A malformed value fails at start-up naming the va
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -290,6 +291,10 @@ CONVERTER_LEASE_SECONDS = _read("CONVERTER_LEASE_SECONDS", env.int, 300)
 # Messages fetched per round trip, and the bytes one batch may hold.
 CONVERTER_FETCH_BATCH = _read("CONVERTER_FETCH_BATCH", env.int, 50)
 CONVERTER_FETCH_BATCH_BYTES = _read("CONVERTER_FETCH_BATCH_BYTES", env.int, 32 * 1024 * 1024)
+# Processes converting one scan's messages side by side (PostgreSQL only; 1: the scan's own
+# process alone), forked once a folder has at least CONVERTER_WORKERS_FROM new messages.
+CONVERTER_WORKERS = _read("CONVERTER_WORKERS", env.int, min(os.cpu_count() or 1, 4))
+CONVERTER_WORKERS_FROM = _read("CONVERTER_WORKERS_FROM", env.int, 40)
 # Directories of .eml files a mailbox may read instead of a server (host "local:<dir>",
 # mailconverter.localsource), comma-separated; relative to the project. Default: the sample.
 CONVERTER_LOCAL_SOURCES = _read(

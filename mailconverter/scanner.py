@@ -11,7 +11,11 @@ ARCHITECTURE.md, "The scan loop", step by step:
    while the current one is converted (`imap.BodiesAhead`, still one connection).
 4. Per message one transaction: the lease is re-checked (fencing: a scan that lost its lease
    cannot commit), the ledger row, ingest, loop guard, rules, actions. Commit. Only then,
-   batch by batch, \\Seen or a move, and then the cursor. A crash between commit and flag
+   batch by batch, \\Seen or a move, and then the cursor. A batch big enough is converted by
+   forked worker processes side by side (`mailconverter.workers`, PostgreSQL only): each
+   message still in its own transactions, messages that share a sender, a company domain or
+   a thread one after the other in UID order, and this process still the only one to fetch,
+   flag, move and advance the cursor. A crash between commit and flag
    leaves the ledger row `after_scan_pending`; the next scan of the folder finishes the job
    first. The writes inside take no savepoints: a unique index lost to a concurrent writer
    of the same email fails the transaction, and the message runs once more.
@@ -32,7 +36,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,8 +47,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from crm import access
-from crm.email.addresses import normalise_email
-from crm.email.parse import ParsedEmail, header_section, identity, parse
+from crm.email.addresses import is_free_mail, normalise_email
+from crm.email.parse import (
+    ParsedEmail,
+    header_section,
+    identity,
+    normalise_message_id,
+    parse,
+)
 from crm.email.sanitize import html_to_text
 from crm.models import Message, Module, Record, User
 from crm.services import blobs, ingest
@@ -62,6 +72,7 @@ from mailconverter.models import (
     Rule,
     ScanRun,
 )
+from mailconverter.workers import Job, Workers
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +145,8 @@ class _Scan:
     # look up again for every message (modules, their fields, the owner's writable fields).
     blocked: frozenset[str] | None = None
     memo: dict[str, Any] = field(default_factory=dict)
+    renewed_at: float = field(default_factory=time.monotonic)  # the lease's last renewal
+    workers: Workers | None = None  # conversion workers, forked for a big batch of new mail
 
 
 def scan(
@@ -185,6 +198,8 @@ def scan(
         ctx.errors.append(f"{type(exc).__name__}: {exc}")
         run.status = ScanRun.Status.FAILED
     finally:
+        if ctx.workers is not None:
+            ctx.workers.close()
         _release(mailbox, token)
         run.finished_at = timezone.now()
         run.counts = dict(ctx.counts)
@@ -215,6 +230,11 @@ def _folders(mailbox: Mailbox) -> list[Folder]:
     for flag in ("\\Trash", "\\Drafts", "\\Junk"):
         never |= Q(special_use__iexact=flag)
     return list(mailbox.folders.filter(selected=True, exists_on_server=True).exclude(never))
+
+
+def worker_context(mailbox: Mailbox, token: str) -> _Scan:
+    """What a conversion worker (mailconverter.workers) reads once for the scan."""
+    return _context(mailbox, token, None)
 
 
 def _context(mailbox: Mailbox, token: str | None, progress: Progress | None) -> _Scan:
@@ -293,6 +313,7 @@ def _scan_folder(ctx: _Scan, imap: Session, folder: Folder) -> None:
             ctx.counts[entry.outcome] += 1
             done += 1
     fetchable = [uid for uid in todo if sizes.get(uid, 0) <= limit and uid in sizes]
+    _start_workers(ctx, len(fetchable))  # before the fetch thread: a fork copies no threads
     with BodiesAhead(
         imap,
         fetchable,
@@ -302,22 +323,18 @@ def _scan_folder(ctx: _Scan, imap: Session, folder: Folder) -> None:
     ) as bodies:
         for group in bodies:  # the next group is fetched meanwhile
             flagged: list[LedgerEntry] = []
-            for uid, raw in group:
-                entry = process(ctx.mailbox, folder, validity, uid, raw, scan=ctx)
+            for entry in _converted(ctx, folder, validity, group):
                 ctx.counts[entry.outcome] += 1
-                settled[uid] = entry.outcome != Outcome.FAILED or _parked(entry)
+                settled[entry.uid] = entry.outcome != Outcome.FAILED or _parked(entry)
                 if entry.after_scan_pending:
                     flagged.append(entry)
                 done += 1
                 if ctx.progress:
                     ctx.progress(folder.name, done, len(todo))
-                if ctx.should_stop():
-                    ctx.stopped = True
-                    break
             bodies.idle()  # the connection is free for the flags
             _after_scan(ctx, imap, folder, validity, flagged)
             cursor.advance()  # a long first scan keeps its place as it goes
-            _fresh_batch(ctx)
+            fresh_batch(ctx)
             if ctx.stopped:
                 break
     # Messages that vanished between SEARCH and FETCH (expunged by a user) settle as gone.
@@ -326,6 +343,68 @@ def _scan_folder(ctx: _Scan, imap: Session, folder: Folder) -> None:
     cursor.advance()
     spam.move_pending(imap, folder, validity)  # "Mark as spam" moves, queued and committed
     Folder.objects.filter(pk=folder.pk).update(last_scan_at=timezone.now())
+
+
+def _converted(
+    ctx: _Scan, folder: Folder, validity: int, group: list[tuple[int, bytes]]
+) -> Iterator[LedgerEntry]:
+    """The batch's messages converted, each ledger row as it commits (in the workers, in
+    any order). The scan is asked whether to stop after each message; then those at hand
+    are finished and no other is started."""
+    if ctx.workers is None:
+        for uid, raw in group:
+            _keep_lease(ctx)
+            yield process(ctx.mailbox, folder, validity, uid, raw, scan=ctx)
+            if _stopping(ctx):
+                return
+        return
+    jobs = []
+    for uid, raw in group:
+        head = parse(header_section(raw))  # the worker takes it as it is
+        jobs.append(Job(folder.pk, validity, uid, raw, head, _conflicts(head, ctx.own_addresses)))
+    for entry in ctx.workers.convert(jobs, stop=lambda: _stopping(ctx)):
+        _keep_lease(ctx)
+        yield entry
+
+
+def _conflicts(head: ParsedEmail, own: frozenset[str]) -> frozenset[str]:
+    """What two messages converted side by side must not share, or the order would change
+    what happens: a reply and the message it answers (the update needs the ticket), two
+    mails of one sender or one company (one Lead, Contact or Company made, not two)."""
+    keys = {f"id:{i}" for i in (head.message_id, head.in_reply_to, *head.references) if i}
+    for name, value in head.headers:
+        if name.lower() == "x-riferimento-message-id":  # PEC: the certified conversation
+            keys.add(f"id:{normalise_message_id(value)}")
+    people = (head.from_, head.sender, *head.to, *head.cc, *head.reply_to)
+    for person in people:
+        address = person and (normalise_email(person.email) or person.email.lower())
+        if not address or address in own:
+            continue
+        keys.add(f"address:{address}")
+        domain = address.rpartition("@")[2]
+        if not is_free_mail(domain):
+            keys.add(f"domain:{domain}")
+    return frozenset(keys)
+
+
+def _stopping(ctx: _Scan) -> bool:
+    ctx.stopped = ctx.stopped or ctx.should_stop()
+    return ctx.stopped
+
+
+def _start_workers(ctx: _Scan, messages: int) -> None:
+    """Fork the conversion workers for a batch big enough to pay for them, once a scan.
+
+    Only on PostgreSQL (SQLite has one writer) and outside a transaction (a worker could
+    not see what it holds)."""
+    wanted = settings.CONVERTER_WORKERS
+    if ctx.workers is not None or wanted < 2 or ctx.token is None:
+        return
+    if messages < settings.CONVERTER_WORKERS_FROM or connection.vendor != "postgresql":
+        return
+    if connection.in_atomic_block:
+        return
+    ctx.workers = Workers(ctx.mailbox.pk, ctx.token, wanted)
 
 
 def _retry_due(entry: LedgerEntry) -> bool:
@@ -370,6 +449,7 @@ def process(
     raw: bytes,
     *,
     scan: _Scan | None = None,
+    head: ParsedEmail | None = None,
 ) -> LedgerEntry:
     """Convert one message in one transaction; on failure, quarantine it with the error.
 
@@ -379,7 +459,7 @@ def process(
     blocking the folder forever. Also the path of an administrator's retry (`scan=None`).
     """
     ctx = scan or _context(mailbox, None, None)
-    head = parse(header_section(raw))
+    head = head or parse(header_section(raw))
     key = identity(head, raw)
     started = _start_attempt(ctx, folder, uidvalidity, uid, key, head, raw)
     if started.outcome != Outcome.FAILED:
@@ -409,7 +489,7 @@ def _transaction(
 ) -> LedgerEntry:
     """The message's one transaction: lease, ledger row, ingest, rules, actions."""
     with transaction.atomic():
-        _renew(ctx)
+        _fence(ctx)
         entry = LedgerEntry.objects.select_for_update().get(pk=started.pk)
         if entry.outcome != Outcome.FAILED:
             return entry
@@ -620,7 +700,7 @@ def _blocked(ctx: _Scan) -> frozenset[str]:
     return ctx.blocked
 
 
-def _fresh_batch(ctx: _Scan) -> None:
+def fresh_batch(ctx: _Scan) -> None:
     """Forget what was read for the last batch: a sender blocked or a field changed during a
     long scan counts from the next batch on."""
     ctx.blocked = None
@@ -739,7 +819,7 @@ def _oversize(
     name, sha = blobs.put(header, kind="quarantine")
     now = timezone.now()
     with transaction.atomic():
-        _renew(ctx)
+        _fence(ctx)
         entry, _ = LedgerEntry.objects.update_or_create(
             mailbox=ctx.mailbox,
             folder=folder,
@@ -833,18 +913,36 @@ def _acquire(mailbox: Mailbox) -> str | None:
     return token if taken else None
 
 
-def _renew(ctx: _Scan) -> None:
-    """Inside a message's transaction: commit only while this scan still holds the lease."""
+def _fence(ctx: _Scan) -> None:
+    """Inside a message's transaction: commit only while this scan holds the lease.
+
+    A shared row lock: the scan's workers fence side by side, and a scan taking an expired
+    lease over waits for their commits; every later fence then fails."""
     if ctx.token is None:
         return
     table = connection.ops.quote_name(MailboxLease._meta.db_table)
-    expires = connection.ops.adapt_datetimefield_value(timezone.now() + _lease_time())
-    kept = _execute(
-        f"UPDATE {table} SET expires_at = %s WHERE mailbox_id = %s AND token = %s",  # noqa: S608
-        [expires, ctx.mailbox.pk, ctx.token],
+    lock = " FOR SHARE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE mailbox_id = %s AND token = %s{lock}",  # noqa: S608
+            [ctx.mailbox.pk, ctx.token],
+        )
+        held = cursor.fetchone() is not None
+    if not held:
+        raise LeaseLost(f"the lease on {ctx.mailbox.name} was taken over by another scan")
+
+
+def _keep_lease(ctx: _Scan) -> None:
+    """The coordinator's renewal, a tenth of the lease's time after the last one."""
+    if ctx.token is None or time.monotonic() - ctx.renewed_at < _lease_time().total_seconds() / 10:
+        return
+    expires = timezone.now() + _lease_time()
+    kept = MailboxLease.objects.filter(mailbox=ctx.mailbox, token=ctx.token).update(
+        expires_at=expires
     )
     if not kept:
         raise LeaseLost(f"the lease on {ctx.mailbox.name} was taken over by another scan")
+    ctx.renewed_at = time.monotonic()
 
 
 def _release(mailbox: Mailbox, token: str) -> None:

@@ -11,9 +11,11 @@ process kills itself, with nothing to catch it, at
 - `after_commit:N`: the Nth message's transaction has committed, before any \\Seen flag or
   move for it (the ledger row stays `after_scan_pending`).
 
-N counts messages whose work got that far in this process. Without the variable the command
-runs unchanged. The product carries no hook: the wrapping happens here, before the command
-starts, the way a debugger would.
+N counts messages whose work got that far in this process; with conversion workers
+(CONVERTER_WORKERS) each worker inherits the wrapping and counts its own, and the first to
+reach N kills itself, not the scan. Without the variable the command runs unchanged. The
+product carries no hook: the wrapping happens here, before the command starts, the way a
+debugger would.
 """
 
 from __future__ import annotations

@@ -382,6 +382,8 @@ def scanner_env(**extra: str) -> dict[str, str]:
         CONVERTER_FETCH_BATCH=str(FETCH_BATCH),
         CONVERTER_SENDER_TICKET_LIMIT="1000",
         CONVERTER_MAX_ATTEMPTS=str(django_settings.CONVERTER_MAX_ATTEMPTS),
+        CONVERTER_WORKERS=str(django_settings.CONVERTER_WORKERS),
+        CONVERTER_WORKERS_FROM=str(django_settings.CONVERTER_WORKERS_FROM),
         **extra,
     )
     return env
@@ -420,11 +422,13 @@ class Run:
 
 
 @pytest.fixture
-def _tuned(settings: Any) -> None:
+def _tuned(settings: Any, workers: int) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("the exactly-once suite needs PostgreSQL (set DATABASE_URL)")
     settings.CONVERTER_FETCH_BATCH = FETCH_BATCH
     settings.CONVERTER_SENDER_TICKET_LIMIT = 1000
+    # One process, or conversion workers for every scan, in-process and in subprocesses.
+    settings.CONVERTER_WORKERS, settings.CONVERTER_WORKERS_FROM = workers, 1
 
 
 @pytest.fixture
@@ -494,14 +498,26 @@ def run_scenario(seed: int, account: Account, owner: User, proxy: FaultProxy) ->
     run.figures["most_connections_at_once"] = proxy.max_open
     if REPORT:
         with open(REPORT, "a") as report:
-            report.write(json.dumps({"seed": seed, **run.figures, "faults": run.faults}) + "\n")
+            mode = "workers" if django_settings.CONVERTER_WORKERS > 1 else "one-process"
+            row = {"seed": seed, "mode": mode, **run.figures, "faults": run.faults}
+            report.write(json.dumps(row) + "\n")
     return run
+
+
+def killed(code: int, out: str) -> None:
+    """The scanner process died of the SIGKILL; or, converting in workers, a worker did and
+    the scan said so and failed."""
+    if django_settings.CONVERTER_WORKERS < 2:
+        assert code == -signal.SIGKILL, out
+    else:
+        assert code == 1, out
+        assert "conversion worker stopped" in out, out
 
 
 def kill_before_commit(run: Run, mailbox: Mailbox, n: int) -> None:
     """SIGKILL with the nth message converted inside its transaction, not committed."""
     code, out = finish(scanner_process(mailbox, f"before_commit:{n}"))
-    assert code == -signal.SIGKILL, out
+    killed(code, out)
     run.faults["kill before commit"] += 1
     # The attempt was counted (committed first); its work was not.
     cut = LedgerEntry.objects.get(outcome=Outcome.FAILED, error__contains="did not finish")
@@ -513,7 +529,7 @@ def kill_before_commit(run: Run, mailbox: Mailbox, n: int) -> None:
 def kill_after_commit(run: Run, mailbox: Mailbox, account: Account, n: int) -> None:
     """SIGKILL after the nth message committed, before its \\Seen."""
     code, out = finish(scanner_process(mailbox, f"after_commit:{n}"))
-    assert code == -signal.SIGKILL, out
+    killed(code, out)
     run.faults["kill after commit"] += 1
     waiting = LedgerEntry.objects.filter(after_scan_pending=True).exclude(outcome=Outcome.FAILED)
     assert waiting.exists(), "the kill came after no commit"
@@ -566,9 +582,10 @@ def new_uidvalidity_then_two_workers(run: Run, mailbox: Mailbox, account: Accoun
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @pytest.mark.usefixtures("_tuned")
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "workers"])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_every_message_is_converted_exactly_once_whatever_breaks(
-    seed: int, account: Account, owner: User, proxy: FaultProxy
+    seed: int, workers: int, account: Account, owner: User, proxy: FaultProxy
 ) -> None:
     run = run_scenario(seed, account, owner, proxy)
 

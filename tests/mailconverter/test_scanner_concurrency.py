@@ -56,6 +56,15 @@ def _in_threads(*targets: Callable[[], ScanRun]) -> list[ScanRun]:
     return results
 
 
+def _scan_two_mailboxes_at_once(account: Account, other: Account, org: Org) -> list[ScanRun]:
+    first = make_mailbox(account, org.admin)
+    second = make_mailbox(other, org.admin, name="sales")
+    return _in_threads(
+        lambda: scanner.scan(Mailbox.objects.get(pk=first.pk)),
+        lambda: scanner.scan(Mailbox.objects.get(pk=second.pk)),
+    )
+
+
 @pytest.fixture
 def _postgres_only(settings: Any) -> None:
     if connection.vendor != "postgresql":
@@ -92,15 +101,25 @@ def test_the_same_mail_in_two_mailboxes_scanned_at_once_makes_one_ticket_each(
         account.deliver(raw)
     for raw in reversed(emails):
         other.deliver(raw)
-    first = make_mailbox(account, org.admin)
-    second = make_mailbox(other, org.admin, name="sales")
-    runs = _in_threads(
-        lambda: scanner.scan(Mailbox.objects.get(pk=first.pk)),
-        lambda: scanner.scan(Mailbox.objects.get(pk=second.pk)),
-    )
+    runs = _scan_two_mailboxes_at_once(account, other, org)
     assert all(r.status == "ok" for r in runs), [r.error for r in runs]
     counts = [r.counts for r in runs]
     assert sum(c.get("created", 0) for c in counts) == EMAILS
     assert sum(c.get("duplicate", 0) for c in counts) == EMAILS
     assert Record.objects.filter(module__name="Tickets").count() == EMAILS
     assert Message.objects.count() == EMAILS
+
+
+@pytest.mark.usefixtures("_postgres_only")
+def test_two_mailboxes_scanned_at_once_keep_a_senders_ticket_limit(
+    account: Account, dovecot: Dovecot, org: Org, settings: Any
+) -> None:
+    settings.CONVERTER_SENDER_TICKET_LIMIT = 3
+    other = dovecot.add_account()
+    for i, raw in enumerate(_emails()):  # one sender, twelve different emails
+        (account if i % 2 else other).deliver(raw)
+    runs = _scan_two_mailboxes_at_once(account, other, org)
+    assert all(r.status == "ok" for r in runs), [r.error for r in runs]
+    assert Record.objects.filter(module__name="Tickets").count() == 3
+    refused = LedgerEntry.objects.filter(outcome="unmatched", reason__contains="sender limit")
+    assert refused.count() == EMAILS - 3

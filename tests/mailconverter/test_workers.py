@@ -1,0 +1,258 @@
+"""A scan converting in worker processes (mailconverter.workers), on PostgreSQL and Dovecot:
+the same tickets, updates and leads as one process would make, and nothing lost or doubled
+when a worker dies or the lease is taken over."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from email.message import EmailMessage
+from typing import Any, TypeVar
+
+import pytest
+from django.db import connection
+
+from crm.email.parse import parse
+from crm.models import Comment, MessageLink, Record
+from mailconverter import actions, scanner, workers
+from mailconverter.models import LedgerEntry, Mailbox, MailboxLease, Outcome, ScanRun
+from mailconverter.workers import Job
+from tests.conftest import Org
+from tests.mailconverter.conftest import Account
+from tests.mailconverter.test_scanner import make_mailbox, tickets
+
+UPDATE_ELSE_CREATE_WITH_LEAD = [
+    {"actions": [{"type": "update_ticket"}]},
+    {"actions": [{"type": "create_ticket", "create_lead": True}]},
+]
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def scanning(test: F) -> F:
+    """A test that scans with workers: Dovecot, PostgreSQL, and commits the workers see."""
+    marks = (
+        pytest.mark.imap,
+        pytest.mark.postgres,
+        pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    )
+    for mark in marks:
+        test = mark(test)
+    return test
+
+
+def email(sender: str, subject: str, message_id: str, reply_to: str = "") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "Support <support@crm.test>"
+    msg["Subject"] = subject
+    msg["Date"] = "Mon, 30 Nov 2026 09:00:00 +0000"
+    msg["Message-ID"] = f"<{message_id}>"
+    if reply_to:
+        msg["In-Reply-To"] = msg["References"] = f"<{reply_to}>"
+    msg.set_content(f"{subject}\n")
+    return msg.as_bytes()
+
+
+@pytest.fixture
+def in_workers(settings: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Two workers from the first message on; the list holds each pool's size."""
+    if connection.vendor != "postgresql":
+        pytest.skip("conversion workers need PostgreSQL (set DATABASE_URL)")
+    settings.CONVERTER_WORKERS, settings.CONVERTER_WORKERS_FROM = 2, 2
+    settings.CONVERTER_SENDER_TICKET_LIMIT = 100
+    pools: list[int] = []
+    real = workers.Workers
+
+    def counted(mailbox: int, token: str, count: int) -> workers.Workers:
+        pools.append(count)
+        return real(mailbox, token, count)
+
+    monkeypatch.setattr(scanner, "Workers", counted)
+    return pools
+
+
+def kill_self_on(subject: str, parent: int) -> Any:
+    """A `create_ticket` that kills the worker process converting `subject`."""
+
+    def handler(action: Any, ctx: Any) -> Any:
+        if ctx.message.subject == subject and os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return actions.create_ticket(action, ctx)
+
+    return handler
+
+
+# --- what may run side by side -----------------------------------------------------------------
+
+
+def job(uid: int, *conflicts: str) -> Job:
+    return Job(1, 1, uid, b"", parse(b""), frozenset(conflicts))
+
+
+def test_conflicting_jobs_wait_for_each_other_in_uid_order() -> None:
+    waiting = [job(1, "address:a"), job(2, "address:a"), job(3, "address:b"), job(4, "id:x")]
+    running = [job(0, "id:x")]
+    # 1 is free; 2 waits behind it; 3 is free; 4 shares its id with the running job.
+    assert workers._next(waiting, running).uid == 1  # type: ignore[union-attr]
+    running.append(job(1, "address:a"))
+    assert workers._next(waiting, running).uid == 3  # type: ignore[union-attr]
+    running.append(job(3, "address:b"))
+    assert workers._next(waiting, running) is None
+    assert [j.uid for j in waiting] == [2, 4]
+    # A job never overtakes an earlier waiting job it conflicts with.
+    assert workers._next([job(5, "address:c"), job(6, "address:c")], []).uid == 5  # type: ignore[union-attr]
+    assert (
+        workers._next([job(7, "address:d", "id:y"), job(8, "id:y")], [job(9, "address:d")]) is None
+    )
+
+
+def test_what_two_messages_must_not_share() -> None:
+    head = parse(
+        b"From: Anna <anna@acme.example>\r\nTo: Support <support@crm.test>, bob@gmail.com\r\n"
+        b"Cc: carla@beta.example\r\nMessage-ID: <m1@acme.example>\r\n"
+        b"In-Reply-To: <m0@crm.test>\r\nReferences: <r0@crm.test> <m0@crm.test>\r\n"
+        b"X-Riferimento-Message-ID: <orig@pec.example>\r\n\r\n"
+    )
+    keys = scanner._conflicts(head, frozenset({"support@crm.test"}))
+    assert keys == {
+        "id:m1@acme.example",
+        "id:m0@crm.test",
+        "id:r0@crm.test",
+        "id:orig@pec.example",
+        "address:anna@acme.example",
+        "domain:acme.example",
+        "address:bob@gmail.com",  # a free-mail domain is no company: no domain key
+        "address:carla@beta.example",
+        "domain:beta.example",
+    }
+
+
+# --- a scan in workers -------------------------------------------------------------------------
+
+
+@scanning
+def test_workers_make_what_one_process_makes(
+    account: Account, org: Org, in_workers: list[int]
+) -> None:
+    """Replies right behind their question, a second thread from one sender, a colleague's
+    reply: in workers, each still updates its ticket and each sender gets one lead."""
+    expected_updates: dict[str, str] = {}  # reply's Message-ID -> question's
+    for i in range(12):
+        sender = f"Person {i} <person{i}@firm{i}.example>"
+        account.deliver(email(sender, f"Question {i}", f"q{i}@firm{i}.example"))
+        if i < 4:
+            account.deliver(email(sender, f"Re: Question {i}", f"r{i}@x", f"q{i}@firm{i}.example"))
+            expected_updates[f"r{i}@x"] = f"q{i}@firm{i}.example"
+    account.deliver(email("Person 5 <person5@firm5.example>", "Another matter", "q5b@x"))
+    account.deliver(
+        email("Colleague <col@other.example>", "Re: Question 6", "c6@x", "q6@firm6.example")
+    )
+    expected_updates["c6@x"] = "q6@firm6.example"
+    mailbox = make_mailbox(account, org.admin, rules=UPDATE_ELSE_CREATE_WITH_LEAD)
+
+    run = scanner.scan(mailbox)
+
+    assert in_workers == [2]
+    assert run.status == ScanRun.Status.OK, run.error
+    assert run.counts == {"created": 13, "updated": 5}
+    assert len(tickets()) == 13
+    leads = Record.objects.filter(module__name="Leads")
+    assert sorted(lead.data["email"] for lead in leads) == sorted(
+        [f"person{i}@firm{i}.example" for i in range(12)]
+    )
+    for reply, question in expected_updates.items():
+        [ticket] = Record.objects.filter(
+            module__name="Tickets", message_links__message__message_id=question
+        )
+        assert MessageLink.objects.filter(record=ticket, message__message_id=reply).exists()
+        assert Comment.objects.filter(record=ticket).count() == 1
+    assert all(f == {b"\\Seen"} for f in account.flags().values())
+
+
+@scanning
+def test_a_worker_killed_mid_message_loses_nothing_and_doubles_nothing(
+    account: Account, org: Org, in_workers: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uids = {
+        account.deliver(email(f"P{i} <p{i}@firm{i}.example>", f"Question {i}", f"q{i}@x")): i
+        for i in range(8)
+    }
+    mailbox = make_mailbox(account, org.admin)
+    handler = kill_self_on("Question 3", parent=os.getpid())
+    monkeypatch.setitem(actions._HANDLERS, "create_ticket", handler)
+
+    cut = scanner.scan(mailbox)
+
+    assert in_workers == [2]
+    assert cut.status == ScanRun.Status.FAILED
+    assert "conversion worker stopped" in cut.error
+    assert "retried at the next scan" in cut.error
+    killed = LedgerEntry.objects.get(subject="Question 3")
+    assert (killed.outcome, killed.attempts, killed.message) == (Outcome.FAILED, 1, None)
+    assert not killed.records.exists()
+    killed_uid = next(uid for uid, i in uids.items() if i == 3)
+    assert account.flags()[killed_uid] == set()  # never flagged: it did not commit
+    made = {t.data["title"] for t in tickets()}
+    assert "Question 3" not in made
+    assert MailboxLease.objects.get(mailbox=mailbox).token == ""  # the scan let it go
+
+    monkeypatch.setitem(actions._HANDLERS, "create_ticket", actions.create_ticket)
+    again = scanner.scan(Mailbox.objects.get(pk=mailbox.pk))
+
+    assert again.status == ScanRun.Status.OK, again.error
+    assert sorted(t.data["title"] for t in tickets()) == sorted(f"Question {i}" for i in range(8))
+    assert LedgerEntry.objects.count() == 8
+    assert LedgerEntry.objects.get(subject="Question 3").attempts == 2
+    assert all(f == {b"\\Seen"} for f in account.flags().values())
+
+
+@scanning
+def test_workers_commit_nothing_once_the_lease_is_taken_over(
+    account: Account, org: Org, in_workers: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(10):
+        account.deliver(email(f"P{i} <p{i}@firm{i}.example>", f"Question {i}", f"q{i}@x"))
+    mailbox = make_mailbox(account, org.admin)
+
+    def steal_then_create(action: Any, ctx: Any) -> Any:
+        if ctx.message.subject == "Question 4":  # another scan takes the (expired) lease over
+            MailboxLease.objects.filter(mailbox_id=mailbox.pk).update(token="someone-else")
+        return actions.create_ticket(action, ctx)
+
+    monkeypatch.setitem(actions._HANDLERS, "create_ticket", steal_then_create)
+    run = scanner.scan(mailbox)
+
+    assert in_workers == [2]
+    assert run.status == ScanRun.Status.FAILED
+    assert "taken over" in run.error
+    before = len(tickets())
+    assert 5 <= before < 10  # what fenced before the theft committed; nothing after it
+    assert all(f == set() for f in account.flags().values())  # the scan no longer holds it
+
+    MailboxLease.objects.filter(mailbox=mailbox).update(token="", expires_at=None)
+    monkeypatch.setitem(actions._HANDLERS, "create_ticket", actions.create_ticket)
+    assert scanner.scan(Mailbox.objects.get(pk=mailbox.pk)).counts == {"created": 10 - before}
+    assert sorted(t.data["title"] for t in tickets()) == sorted(f"Question {i}" for i in range(10))
+    assert all(f == {b"\\Seen"} for f in account.flags().values())
+
+
+@scanning
+def test_a_scan_asked_to_stop_finishes_the_workers_messages_and_keeps_its_place(
+    account: Account, org: Org, in_workers: list[int]
+) -> None:
+    for i in range(6):
+        account.deliver(email(f"P{i} <p{i}@firm{i}.example>", f"Question {i}", f"q{i}@x"))
+    mailbox = make_mailbox(account, org.admin)
+
+    stopped = scanner.scan(mailbox, should_stop=lambda: True)
+
+    assert stopped.status == ScanRun.Status.STOPPED
+    converted = stopped.counts["created"]
+    assert 1 <= converted <= 2  # the messages at hand when it was asked: one per worker
+    assert len(tickets()) == converted
+    assert sum(f == {b"\\Seen"} for f in account.flags().values()) == converted
+    rest = scanner.scan(Mailbox.objects.get(pk=mailbox.pk))
+    assert rest.counts == {"created": 6 - converted}
+    assert len(tickets()) == 6
