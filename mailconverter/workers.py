@@ -91,6 +91,7 @@ class Workers:
             process.start()
             theirs.close()
             self._workers.append(_Worker(process, ours))
+        log.info("mailbox %s: %s conversion workers started", mailbox, count)
 
     def convert(self, jobs: Sequence[Job], stop: Callable[[], bool]) -> Iterator[LedgerEntry]:
         """Each job's result as it comes; after an error, the rest of the results in flight,

@@ -280,7 +280,9 @@ def test_a_worker_told_to_stop_finishes_the_message_at_hand_and_loses_nothing(
         account.deliver(raw)
     mailbox = make_mailbox(account, org.admin)
 
-    with real_celery(tmp_path, **WORKER_ENV) as [worker]:
+    # 150 new messages: the task's process forks conversion workers, which a warm shutdown
+    # leaves to the scan to stop.
+    with real_celery(tmp_path, **WORKER_ENV, CONVERTER_WORKERS="2") as [worker]:
         run = services.scan_now(actor=org.admin, mailbox=mailbox)
         # The page sees the scan under way: its folder and how many messages it holds.
         wait_for(lambda: services.run_status(run)["total"] == delivered)
@@ -291,6 +293,7 @@ def test_a_worker_told_to_stop_finishes_the_message_at_hand_and_loses_nothing(
 
     run.refresh_from_db()
     assert run.status == ScanRun.Status.STOPPED, worker.output()
+    assert "2 conversion workers started" in worker.output()
     assert 3 <= run.processed < delivered
     assert LedgerEntry.objects.count() == run.processed == tickets()
     seen = sum(1 for flags in account.flags().values() if b"\\Seen" in flags)
