@@ -34,6 +34,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -395,14 +396,16 @@ def _stopping(ctx: _Scan) -> bool:
 def _start_workers(ctx: _Scan, messages: int) -> None:
     """Fork the conversion workers for a batch big enough to pay for them, once a scan.
 
-    Only on PostgreSQL (SQLite has one writer) and outside a transaction (a worker could
-    not see what it holds)."""
+    Only on PostgreSQL (SQLite has one writer), outside a transaction (a worker could not see
+    what it holds), and from a process's main thread: a fork from a thread of a threaded web
+    server would copy locks that its other threads hold (a scan from "Scan now" without Redis
+    converts alone)."""
     wanted = settings.CONVERTER_WORKERS
     if ctx.workers is not None or wanted < 2 or ctx.token is None:
         return
     if messages < settings.CONVERTER_WORKERS_FROM or connection.vendor != "postgresql":
         return
-    if connection.in_atomic_block:
+    if connection.in_atomic_block or threading.current_thread() is not threading.main_thread():
         return
     ctx.workers = Workers(ctx.mailbox.pk, ctx.token, wanted)
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any, TypeVar
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from crm.email.parse import parse
 from crm.models import Comment, MessageLink, Record
@@ -256,3 +257,27 @@ def test_a_scan_asked_to_stop_finishes_the_workers_messages_and_keeps_its_place(
     rest = scanner.scan(Mailbox.objects.get(pk=mailbox.pk))
     assert rest.counts == {"created": 6 - converted}
     assert len(tickets()) == 6
+
+
+@scanning
+def test_a_scan_from_a_thread_converts_alone(
+    account: Account, org: Org, in_workers: list[int]
+) -> None:
+    """ "Scan now" without Redis runs in a thread of the web server: no fork from there."""
+    for i in range(4):
+        account.deliver(email(f"P{i} <p{i}@firm{i}.example>", f"Question {i}", f"q{i}@x"))
+    mailbox = make_mailbox(account, org.admin)
+    runs: list[ScanRun] = []
+
+    def scan() -> None:
+        try:
+            runs.append(scanner.scan(Mailbox.objects.get(pk=mailbox.pk)))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=scan)
+    thread.start()
+    thread.join(timeout=120)
+
+    assert in_workers == []
+    assert [r.counts for r in runs] == [{"created": 4}]
