@@ -56,6 +56,14 @@ def email(sender: str, subject: str, message_id: str, reply_to: str = "") -> byt
     return msg.as_bytes()
 
 
+def questions(account: Account, count: int) -> dict[int, int]:
+    """`count` questions from as many senders and companies; UID -> question number."""
+    return {
+        account.deliver(email(f"P{i} <p{i}@firm{i}.example>", f"Question {i}", f"q{i}@x")): i
+        for i in range(count)
+    }
+
+
 @pytest.fixture
 def in_workers(settings: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Two workers from the first message on; the list holds each pool's size."""
@@ -176,10 +184,7 @@ def test_workers_make_what_one_process_makes(
 def test_a_worker_killed_mid_message_loses_nothing_and_doubles_nothing(
     account: Account, org: Org, in_workers: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    uids = {
-        account.deliver(email(f"P{i} <p{i}@firm{i}.example>", f"Question {i}", f"q{i}@x")): i
-        for i in range(8)
-    }
+    uids = questions(account, 8)
     mailbox = make_mailbox(account, org.admin)
     handler = kill_self_on("Question 3", parent=os.getpid())
     monkeypatch.setitem(actions._HANDLERS, "create_ticket", handler)
@@ -213,8 +218,7 @@ def test_a_worker_killed_mid_message_loses_nothing_and_doubles_nothing(
 def test_workers_commit_nothing_once_the_lease_is_taken_over(
     account: Account, org: Org, in_workers: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for i in range(10):
-        account.deliver(email(f"P{i} <p{i}@firm{i}.example>", f"Question {i}", f"q{i}@x"))
+    questions(account, 10)
     mailbox = make_mailbox(account, org.admin)
 
     def steal_then_create(action: Any, ctx: Any) -> Any:
@@ -243,8 +247,7 @@ def test_workers_commit_nothing_once_the_lease_is_taken_over(
 def test_a_scan_asked_to_stop_finishes_the_workers_messages_and_keeps_its_place(
     account: Account, org: Org, in_workers: list[int]
 ) -> None:
-    for i in range(6):
-        account.deliver(email(f"P{i} <p{i}@firm{i}.example>", f"Question {i}", f"q{i}@x"))
+    questions(account, 6)
     mailbox = make_mailbox(account, org.admin)
 
     stopped = scanner.scan(mailbox, should_stop=lambda: True)
@@ -264,8 +267,7 @@ def test_a_scan_from_a_thread_converts_alone(
     account: Account, org: Org, in_workers: list[int]
 ) -> None:
     """ "Scan now" without Redis runs in a thread of the web server: no fork from there."""
-    for i in range(4):
-        account.deliver(email(f"P{i} <p{i}@firm{i}.example>", f"Question {i}", f"q{i}@x"))
+    questions(account, 4)
     mailbox = make_mailbox(account, org.admin)
     runs: list[ScanRun] = []
 
