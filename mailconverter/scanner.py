@@ -378,7 +378,7 @@ def _conflicts(head: ParsedEmail, own: frozenset[str]) -> frozenset[str]:
             keys.add(f"id:{normalise_message_id(value)}")
     people = (head.from_, head.sender, *head.to, *head.cc, *head.reply_to)
     for person in people:
-        address = person and (normalise_email(person.email) or person.email.lower())
+        address = person.email if person else ""  # normalised by parse()
         if not address or address in own:
             continue
         keys.add(f"address:{address}")
@@ -932,7 +932,7 @@ def _fence(ctx: _Scan) -> None:
         )
         held = cursor.fetchone() is not None
     if not held:
-        raise LeaseLost(f"the lease on {ctx.mailbox.name} was taken over by another scan")
+        raise _lease_lost(ctx)
 
 
 def _keep_lease(ctx: _Scan) -> None:
@@ -944,8 +944,12 @@ def _keep_lease(ctx: _Scan) -> None:
         expires_at=expires
     )
     if not kept:
-        raise LeaseLost(f"the lease on {ctx.mailbox.name} was taken over by another scan")
+        raise _lease_lost(ctx)
     ctx.renewed_at = time.monotonic()
+
+
+def _lease_lost(ctx: _Scan) -> LeaseLost:
+    return LeaseLost(f"the lease on {ctx.mailbox.name} was taken over by another scan")
 
 
 def _release(mailbox: Mailbox, token: str) -> None:

@@ -111,12 +111,12 @@ class Workers:
                 worker = idle.pop()
                 worker.job = job
                 worker.pipe.send(("convert", job))
-            busy = [w for w in self._workers if w.job is not None]
+            busy = {w.pipe: (w, w.job) for w in self._workers if w.job is not None}
             if not busy:
                 break
-            for pipe in wait([w.pipe for w in busy]):
-                worker = next(w for w in busy if w.pipe is pipe)
-                job, worker.job = worker.job, None
+            for pipe in wait(list(busy)):
+                worker, job = busy[pipe]
+                worker.job = None
                 result = self._answer(worker, job)
                 if isinstance(result, LedgerEntry):
                     yield result
@@ -126,8 +126,7 @@ class Workers:
         if trouble is not None:
             raise trouble
 
-    def _answer(self, worker: _Worker, job: Job | None) -> LedgerEntry | BaseException:
-        uid = job.uid if job is not None else "?"
+    def _answer(self, worker: _Worker, job: Job) -> LedgerEntry | BaseException:
         try:
             answer = worker.pipe.recv()
         except (EOFError, OSError):
@@ -136,7 +135,7 @@ class Workers:
             code = worker.process.exitcode
             return WorkerDied(
                 f"a conversion worker stopped (exit code {code}) while converting UID "
-                f"{uid}; the message is retried at the next scan"
+                f"{job.uid}; the message is retried at the next scan"
             )
         if isinstance(answer, Failed):
             from mailconverter.scanner import LeaseLost
