@@ -238,9 +238,8 @@ VARIANTS = {
     "current": "current code",
     # The parse.py before runs of base64 lines were handed to the parser whole: line by line.
     "lean": "parse.py reading line by line (as before)",
-    "current+deferred": "current code, thumbnails after commit",
     # Not a proposal: what store costs when parsing is free, the ceiling of any parse change.
-    "floor": "parse done beforehand, thumbnails after commit",
+    "floor": "parse done beforehand",
 }
 
 
@@ -286,14 +285,14 @@ def lean_payload_factory(original: Callable[..., bytes]) -> Callable[..., bytes]
 
 
 class Variants:
-    """Switches crm.email.parse, crm.services.thumbnails and ingest's parse between the code, the
-    proposal and the diagnostic floor."""
+    """Switches crm.email.parse and ingest's parse between the code, the earlier parse and the
+    diagnostic floor."""
 
     def __init__(self) -> None:
         from crm.email import parse as parse_module
-        from crm.services import ingest, thumbnails
+        from crm.services import ingest
 
-        self.parse, self.thumbnails, self.ingest = parse_module, thumbnails, ingest
+        self.parse, self.ingest = parse_module, ingest
         self.ingest_parse = ingest.parse
         self.parsed: dict[int, Any] = {}  # id(raw) -> ParsedEmail, for the floor
         policy_class = parse_module._BoundedPolicy
@@ -301,7 +300,6 @@ class Variants:
             "fetch": policy_class.header_fetch_parse,
             "read": parse_module._read,
             "payload": parse_module._payload,
-            "make": thumbnails.make,
         }
         fetch = self.original["fetch"]
         policy = parse_module._POLICY
@@ -320,7 +318,6 @@ class Variants:
             "fetch": cached_fetch,
             "read": lean_read,
             "payload": lean_payload_factory(self.original["payload"]),
-            "make": lambda data, content_type: None,  # made by a task after commit instead
         }
 
     def use(self, variant: str, chunk: Sequence[bytes] = ()) -> None:
@@ -329,8 +326,6 @@ class Variants:
         self.parse._BoundedPolicy.header_fetch_parse = chosen["fetch"]  # type: ignore[method-assign]
         self.parse._read = chosen["read"]
         self.parse._payload = chosen["payload"]
-        deferred = variant.endswith("deferred") or variant == "floor"
-        self.thumbnails.make = (self.lean if deferred else self.original)["make"]
         self.parsed = {}
         self.ingest.parse = self.ingest_parse
         if variant == "floor":
@@ -406,8 +401,7 @@ def worker_throughput(args: argparse.Namespace) -> dict[str, Any]:
     from django.conf import settings
     from django.test.utils import override_settings
 
-    from crm.models import Document
-    from crm.services import blobs, ingest, thumbnails
+    from crm.services import ingest
 
     variants = Variants()
     database = prepare_database()
@@ -430,7 +424,6 @@ def worker_throughput(args: argparse.Namespace) -> dict[str, Any]:
 
     bare = 0.0
     stored = dict.fromkeys(names, 0.0)
-    deferred = 0.0  # thumbnail work the "deferred" variant hands to a task
     load_before = os.getloadavg()[0]
     for number, start in enumerate(range(0, len(messages), CHUNK)):
         chunk = messages[start : start + CHUNK]
@@ -449,12 +442,6 @@ def worker_throughput(args: argparse.Namespace) -> dict[str, Any]:
                     if not ingest.store(raw, source="import").created:
                         raise RuntimeError("a benchmark message was already stored")
                 stored[name] += time.perf_counter() - began
-                if name.endswith("deferred"):
-                    variants.use("current")
-                    began = time.perf_counter()
-                    for document in Document.objects.filter(content_type__startswith="image/"):
-                        thumbnails.make(blobs.read(document.file.name), document.content_type)
-                    deferred += time.perf_counter() - began
     variants.use("current")
     result: dict[str, Any] = {
         "database": database,
@@ -462,7 +449,6 @@ def worker_throughput(args: argparse.Namespace) -> dict[str, Any]:
         "bytes": sum(map(len, messages)),
         "bare_seconds": bare,
         "store_seconds": stored,
-        "deferred_seconds": deferred,
         "load": [load_before, os.getloadavg()[0]],
     }
     if args.profile:
@@ -495,7 +481,6 @@ def profile_store(messages: list[bytes]) -> dict[str, Any]:
         "blobs.put (hash, write files)": ("crm/services/blobs.py", "put"),
         "  mkdir + open (new files, directories)": ("~", "<built-in method posix.mkdir>"),
         "ingest._save (rows)": ("crm/services/ingest.py", "_save"),
-        "  thumbnails.make": ("crm/services/thumbnails.py", "make"),
         "SQL round trips (psycopg wait)": ("psycopg/connection.py", "wait"),
     }
     by_stage = {label: _cumulative(stats, *where) for label, where in stages.items()}
@@ -762,24 +747,18 @@ def report(results: dict[str, Any]) -> None:
         f"({current:.2f})"
     )
     pg = results["PostgreSQL"]
-    for variant in ("lean", "current+deferred"):
+    for variant in ("lean",):
         value = ratios[f"PostgreSQL {variant}"]
         print(f"  {VARIANTS[variant]}: {value:.2f} ({met(value >= TARGET_RATIO)})")
     # In units of one bare parse: store = (everything but parsing) + parsing.
     ceiling = ratios["PostgreSQL floor"]
     budget = 1 / TARGET_RATIO - 1 / ceiling
-    proposed = 1 / ratios["PostgreSQL current+deferred"] - 1 / ceiling
+    proposed = 1 / ratios["PostgreSQL current"] - 1 / ceiling
     print(
         f"  ceiling, parsing free ({VARIANTS['floor']}): {ceiling:.2f}. To meet the target, "
         f"parsing may cost {max(budget, 0):.2f}x a bare parse; the code's parse costs "
         f"{proposed:.2f}x"
     )
-    if pg["deferred_seconds"]:
-        share = pg["deferred_seconds"] / pg["store_seconds"]["current+deferred"]
-        print(
-            f"  (thumbnail work handed to a task in that variant: {pg['deferred_seconds']:.1f} s, "
-            f"{share:.0%} of its store time)"
-        )
     sqlite_load, pg_load = results["SQLite"]["load"], pg["load"]
     print(
         f"  load average (1 min): {results['load'][0]:.1f} at the start; during the SQLite run "

@@ -7,6 +7,9 @@ from django.db import models
 
 from crm.models.records import Record
 
+# Image types worth a thumbnail; anything else (SVG, PSD, EPS: a parser's attack surface) gets none.
+THUMBNAIL_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
+
 
 class Document(models.Model):
     """One distinct file. The same bytes arriving ten times are one Document, stored once.
@@ -20,7 +23,10 @@ class Document(models.Model):
     title = models.CharField(max_length=255)
     content_type = models.CharField(max_length=255, default="application/octet-stream")
     size = models.PositiveBigIntegerField()
+    # Made on first request (crm.services.thumbnails.of), not while the file arrives: most are
+    # never looked at, and making one costs more than storing the email that carried it.
     thumbnail = models.FileField(max_length=200, blank=True)
+    no_thumbnail = models.BooleanField(default=False)  # tried: the bytes are no safe image
     folder = models.CharField(max_length=100, blank=True, default="Email attachments")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -33,6 +39,12 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def may_have_thumbnail(self) -> bool:
+        if self.thumbnail:
+            return True
+        return not self.no_thumbnail and self.content_type.lower() in THUMBNAIL_TYPES
 
 
 class DocumentLink(models.Model):

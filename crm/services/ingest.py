@@ -32,7 +32,7 @@ from crm.models import (
     Record,
     User,
 )
-from crm.services import blobs, thumbnails
+from crm.services import blobs
 from crm.services.records import log_change, module_of
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,8 @@ def _attach(
 
 
 def _documents(wanted: dict[str, tuple[Part, str]], actor: User | None) -> dict[str, Document]:
-    """The Document of each sha256, created (with its thumbnail) for content not seen before."""
+    """The Document of each sha256, created for content not seen before (its thumbnail, if it
+    is an image, is made when a page first asks for it: crm.services.thumbnails)."""
     found = {d.sha256: d for d in Document.objects.filter(sha256__in=list(wanted))}
     missing = [sha for sha in wanted if sha not in found]
     if missing:
@@ -321,7 +322,6 @@ def _new_document(sha: str, part: Part, name: str, actor: User | None, now: Any)
         size=part.size,
         owner=actor,
         created_at=now,
-        thumbnail=thumbnails.make(part.payload, part.content_type) or "",
     )
 
 

@@ -21,7 +21,7 @@ from crm.exceptions import NotFound
 from crm.models import Attachment, Record
 from crm.selectors import messages as message_selectors
 from crm.selectors import records as record_selectors
-from crm.services import tracking
+from crm.services import thumbnails, tracking
 from crm.web import downloads
 
 PART_SALT = "crm.inline-part"
@@ -153,8 +153,7 @@ def document_thumbnail(
 ) -> FileResponse:
     record = _record(request, module, pk)
     document = message_selectors.record_document(request.user, record, document_id)
-    if not document.thumbnail:
+    name = thumbnails.of(document)
+    if name is None:
         raise NotFound("No thumbnail.")
-    return downloads.serve(
-        document.thumbnail.name, filename="thumbnail.png", content_type="image/png", inline=True
-    )
+    return downloads.serve(name, filename="thumbnail.png", content_type="image/png", inline=True)

@@ -22,7 +22,7 @@ from crm.models import (
     QuarantinedMessage,
 )
 from crm.models.modules import Sharing
-from crm.services import blobs, ingest
+from crm.services import blobs, ingest, thumbnails
 from tests.conftest import Org
 from tests.factories import make_record
 
@@ -219,7 +219,9 @@ def test_unlinking_removes_the_attachments_only_carried_by_that_email(org: Org) 
     assert not ingest.unlink(message=first, record=company, actor=org.alice)
 
 
-def test_an_image_attachment_gets_a_thumbnail_and_a_broken_one_is_still_stored(org: Org) -> None:
+def test_an_image_gets_its_thumbnail_when_first_asked_and_a_broken_one_is_still_stored(
+    org: Org,
+) -> None:
     import io
 
     from PIL import Image
@@ -232,13 +234,29 @@ def test_an_image_attachment_gets_a_thumbnail_and_a_broken_one_is_still_stored(o
     msg.set_content("see attached")
     msg.add_attachment(buffer.getvalue(), maintype="image", subtype="png", filename="ok.png")
     msg.add_attachment(b"\x89PNG broken", maintype="image", subtype="png", filename="bad.png")
+    msg.add_attachment(b"%PDF-1.7 x", maintype="application", subtype="pdf", filename="a.pdf")
     ingest.store(bytes(msg), source="import")
     good = Document.objects.get(title="ok.png")
     bad = Document.objects.get(title="bad.png")
-    with default_storage.open(good.thumbnail.name) as handle:
+    pdf = Document.objects.get(title="a.pdf")
+    assert not good.thumbnail  # storing the email does not make it
+    assert good.may_have_thumbnail
+    assert bad.may_have_thumbnail
+    assert not pdf.may_have_thumbnail
+
+    name = thumbnails.of(good)
+    assert name is not None
+    with default_storage.open(name) as handle:
         assert max(Image.open(handle).size) <= 240
-    assert not bad.thumbnail
+    assert Document.objects.get(pk=good.pk).thumbnail.name == name  # kept, made once
+    assert thumbnails.of(Document.objects.get(pk=good.pk)) == name
+
+    assert thumbnails.of(bad) is None
+    bad.refresh_from_db()
+    assert bad.no_thumbnail
+    assert not bad.may_have_thumbnail
     assert blobs.read(bad.file.name) == b"\x89PNG broken"
+    assert thumbnails.of(pdf) is None
 
 
 def test_an_image_bomb_is_stored_but_never_decoded(org: Org) -> None:
@@ -254,7 +272,10 @@ def test_an_image_bomb_is_stored_but_never_decoded(org: Org) -> None:
     msg.set_content("x")
     msg.add_attachment(buffer.getvalue(), maintype="image", subtype="png", filename="b.png")
     ingest.store(bytes(msg), source="import")
-    assert not Document.objects.get(title="b.png").thumbnail
+    document = Document.objects.get(title="b.png")
+    assert thumbnails.of(document) is None
+    assert Document.objects.get(pk=document.pk).no_thumbnail
+    assert blobs.read(document.file.name) == buffer.getvalue()
 
 
 def test_a_failure_while_storing_quarantines_the_bytes_and_says_why(
@@ -273,3 +294,4 @@ def test_a_failure_while_storing_quarantines_the_bytes_and_says_why(
     assert "disk full" in quarantined.error
     assert quarantined.origin == "inbox.mbox#3"
     assert not Message.objects.exists()
+

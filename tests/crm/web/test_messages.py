@@ -174,15 +174,25 @@ def test_the_documents_tab_shows_attachments_with_thumbnails(org: Org) -> None:
     msg["Subject"], msg["Message-ID"] = "Photos", "<photos@x>"
     msg.set_content("see attached")
     msg.add_attachment(_png(), maintype="image", subtype="png", filename="site.png")
+    msg.add_attachment(b"\x89PNG cut", maintype="image", subtype="png", filename="cut.png")
     record = make_record("Companies", org.alice, name="Customer Ltd")
     message = ingest.store(bytes(msg), source="import").message
     ingest.link(message=message, record=record, actor=None, via="import")
     client = _client(org.alice)
     page = client.get(_url("crm:record_tab", record, "documents")).content.decode()
     assert "site.png" in page
-    document = message.attachments.get().document
-    thumb = client.get(_url("crm:document_thumbnail", record, document.pk))
+    document = message.attachments.get(filename="site.png").document
+    broken = message.attachments.get(filename="cut.png").document
+    thumb_url = _url("crm:document_thumbnail", record, document.pk)
+    broken_url = _url("crm:document_thumbnail", record, broken.pk)
+    assert thumb_url in page
+    assert broken_url in page
+    thumb = client.get(thumb_url)
     assert Image.open(io.BytesIO(b"".join(thumb.streaming_content))).size[0] <= 240
+    assert client.get(broken_url).status_code == 404
+    page = client.get(_url("crm:record_tab", record, "documents")).content.decode()
+    assert thumb_url in page
+    assert broken_url not in page
     download = client.get(_url("crm:document_download", record, document.pk))
     assert b"".join(download.streaming_content) == _png()
     assert (
