@@ -295,3 +295,20 @@ def test_a_failure_while_storing_quarantines_the_bytes_and_says_why(
     assert quarantined.origin == "inbox.mbox#3"
     assert not Message.objects.exists()
 
+
+def test_on_postgresql_a_long_body_is_compressed_with_lz4(org: Org) -> None:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("column compression is PostgreSQL's")
+    msg = EmailMessage()
+    msg["Subject"] = "Minutes"
+    msg["Message-ID"] = "<minutes@x>"
+    msg.set_content("The meeting agreed on the following points. " * 400)
+    message = ingest.store(bytes(msg), source="import").message
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_column_compression(text_body) FROM crm_message WHERE id = %s", [message.pk]
+        )
+        assert cursor.fetchone()[0] == "lz4"
+    assert Message.objects.get(pk=message.pk).text_body == message.text_body
