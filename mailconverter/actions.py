@@ -188,37 +188,46 @@ def _find_ticket(ctx: MailContext) -> tuple[Record | None, str]:
     ]
     for number, where in numbers:
         if number:
-            ticket = tickets.filter(number__iexact=number).first()
+            # As stored (the module's prefix, then the digits): the unique index finds it.
+            digits = int(_TRAILING_DIGITS.search(number).group())  # type: ignore[union-attr]
+            ticket = tickets.filter(number=f"{prefix}{digits}").first()
             if ticket is not None:
                 return ticket, f"{number} from {where}"
-    refs = [r for r in [m.in_reply_to, *m.references] if r]
-    # The emails replied to first, by their indexed ids: a join from the tickets' side reads
-    # every ticket's links whenever the planner misjudges how many tickets there are.
-    replied = (
-        list(
-            Message.objects.filter(
-                # A PEC reply may quote only the certified id (mailconverter.pec, Threading).
-                Q(message_id__in=refs) | Q(certified_id__in=refs)
-            )
-            .exclude(pk=m.pk)
-            .values_list("pk", flat=True)
-        )
-        if refs
-        else []
-    )
-    if replied:
-        linked = (
-            MessageLink.objects.filter(message_id__in=replied, record__in=tickets)
-            .order_by("-linked_at")
-            .select_related("record")
-            .first()
-        )
-        if linked is not None:
-            return linked.record, f"{linked.record.number} from In-Reply-To/References"
+    ticket = _replied_ticket(m, tickets)
+    if ticket is not None:
+        return ticket, f"{ticket.number} from In-Reply-To/References"
     tried = [n for n, _ in numbers if n]
     if tried:
         return None, f"no ticket {', '.join(dict.fromkeys(tried))}"
     return None, "no ticket number and no reply to a ticket's email"
+
+
+def _replied_ticket(m: Message, tickets: QuerySet[Record]) -> Record | None:
+    """The ticket of the latest link of an email this one replies to.
+
+    Each step starts from what is known to be few, by an index: the emails replied to, their
+    links, then which of those records are tickets the owner may edit. A join from the tickets'
+    side walks every ticket whenever the planner misjudges how many there are (a table that
+    grew since it was last analysed).
+    """
+    refs = [r for r in [m.in_reply_to, *m.references] if r]
+    if not refs:
+        return None
+    replied = list(
+        # A PEC reply may quote only the certified id (mailconverter.pec, Threading).
+        Message.objects.filter(Q(message_id__in=refs) | Q(certified_id__in=refs))
+        .exclude(pk=m.pk)
+        .values_list("pk", flat=True)
+    )
+    if not replied:
+        return None
+    linked = list(
+        MessageLink.objects.filter(message_id__in=replied)
+        .order_by("-linked_at", "-pk")
+        .values_list("record_id", flat=True)
+    )
+    found = {t.pk: t for t in tickets.filter(pk__in=linked)} if linked else {}
+    return next((found[pk] for pk in linked if pk in found), None)
 
 
 def _as_ticket_number(capture: str | None, prefix: str) -> str | None:
@@ -231,6 +240,7 @@ def _as_ticket_number(capture: str | None, prefix: str) -> str | None:
     return f"{prefix}{int(digits)}" if digits.isdigit() and len(digits) < 10 else None
 
 
+_TRAILING_DIGITS = re.compile(r"\d+$")
 _LABELLED = re.compile(r"\bticket[ ]?id:?\s*(?P<rest>\S+)", re.IGNORECASE)
 
 

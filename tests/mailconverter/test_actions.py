@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from crm.models import Comment, Message, MessageLink, Record, User
+from crm.models import Comment, Message, MessageLink, Module, Record, User
 from crm.services import ingest
 from crm.services import records as record_service
 from mailconverter import scanner
@@ -134,6 +134,41 @@ def test_ticket_id_in_the_body_updates_the_ticket(org: Org) -> None:
     ticket.refresh_from_db()
     assert ticket.data["status"] == "Answered by customer"
     assert Comment.objects.filter(record=ticket).count() == 1
+
+
+def test_a_ticket_number_in_another_case_updates_the_ticket_it_names(org: Org) -> None:
+    Module.objects.filter(name="Tickets").update(number_prefix="Tk-")
+    other = make_record("Tickets", org.admin, title="Other", status="Wait for response")
+    ticket = make_record("Tickets", org.admin, title="Printer", status="Wait for response")
+    assert ticket.number.startswith("Tk-")
+    mailbox, folder = mailbox_with(org.admin, {"actions": [{"type": "update_ticket"}]})
+    written = ticket.number.upper()  # "TK-2": as a customer may type it
+    raw = mail("reply_with_ticket_number_in_subject.eml", number=written)
+    entry = convert(mailbox, folder, raw)
+    assert entry.outcome == Outcome.UPDATED
+    assert [r.pk for r in entry.records.all()] == [ticket.pk]
+    assert not Comment.objects.filter(record=other).exists()
+
+
+def test_a_reply_finds_the_ticket_among_the_records_its_question_is_linked_to(
+    org: Org,
+) -> None:
+    contact = make_record("Contacts", org.admin, last_name="Rossi", email="anna@acme.example")
+    ticket = make_record("Tickets", org.admin, title="Printer", status="Wait for response")
+    question = (
+        b"From: anna@acme.example\r\nTo: support@crm.test\r\n"
+        b"Subject: Printer\r\nMessage-ID: <answer-1@crm.test>\r\n\r\nIt jams.\r\n"
+    )
+    stored = ingest.store(question, source="import")
+    ingest.link(message=stored.message, record=ticket, actor=None, via="import")
+    ingest.link(message=stored.message, record=contact, actor=None, via="import")  # linked last
+    mailbox, folder = mailbox_with(org.admin, {"actions": [{"type": "update_ticket"}]})
+    reply = mail("reply_threaded_by_in_reply_to.eml").replace(
+        b"question-1@acme.example", b"answer-1@crm.test"
+    )
+    entry = convert(mailbox, folder, reply)
+    assert entry.outcome == Outcome.UPDATED
+    assert [r.pk for r in entry.records.all()] == [ticket.pk]
 
 
 def test_a_reply_to_the_crms_own_answer_threads_back_to_its_ticket(org: Org) -> None:
