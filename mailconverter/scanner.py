@@ -53,7 +53,7 @@ from crm.email.parse import (
     ParsedEmail,
     header_section,
     identity,
-    normalise_message_id,
+    ids_and_addresses,
     parse,
 )
 from crm.email.sanitize import html_to_text
@@ -359,28 +359,23 @@ def _converted(
             if _stopping(ctx):
                 return
         return
-    jobs = []
-    for uid, raw in group:
-        head = parse(header_section(raw))  # the worker takes it as it is
-        jobs.append(Job(folder.pk, validity, uid, raw, head, _conflicts(head, ctx.own_addresses)))
+    # The workers parse; the scan only reads what decides the order, so that it hands out
+    # the next batch without keeping the workers waiting.
+    jobs = [
+        Job(folder.pk, validity, uid, raw, _conflicts(raw, ctx.own_addresses)) for uid, raw in group
+    ]
     for entry in ctx.workers.convert(jobs, stop=lambda: _stopping(ctx)):
         _keep_lease(ctx)
         yield entry
 
 
-def _conflicts(head: ParsedEmail, own: frozenset[str]) -> frozenset[str]:
+def _conflicts(raw: bytes, own: frozenset[str]) -> frozenset[str]:
     """What two messages converted side by side must not share, or the order would change
     what happens: a reply and the message it answers (the update needs the ticket), two
     mails of one sender or one company (one Lead, Contact or Company made, not two)."""
-    keys = {f"id:{i}" for i in (head.message_id, head.in_reply_to, *head.references) if i}
-    for name, value in head.headers:
-        if name.lower() == "x-riferimento-message-id":  # PEC: the certified conversation
-            keys.add(f"id:{normalise_message_id(value)}")
-    people = (head.from_, head.sender, *head.to, *head.cc, *head.reply_to)
-    for person in people:
-        address = person.email if person else ""  # normalised by parse()
-        if not address or address in own:
-            continue
+    ids, addresses = ids_and_addresses(raw)
+    keys = {f"id:{i}" for i in ids}
+    for address in addresses - own:
         keys.add(f"address:{address}")
         domain = address.rpartition("@")[2]
         if not is_free_mail(domain):

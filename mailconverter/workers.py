@@ -28,7 +28,6 @@ import billiard
 from billiard.connection import wait
 from django.db import connections
 
-from crm.email.parse import ParsedEmail
 from mailconverter.models import LedgerEntry
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,6 @@ class Job:
     uidvalidity: int
     uid: int
     raw: bytes
-    head: ParsedEmail  # the header section as `scanner.process` parses it
     conflicts: frozenset[str] = frozenset()  # never converted alongside a job sharing one
 
 
@@ -193,9 +191,7 @@ def _convert(ctx: Any, mailbox: Any, folder: Any, job: Job) -> LedgerEntry | Fai
     from mailconverter import scanner
 
     try:
-        entry = scanner.process(
-            mailbox, folder, job.uidvalidity, job.uid, job.raw, scan=ctx, head=job.head
-        )
+        entry = scanner.process(mailbox, folder, job.uidvalidity, job.uid, job.raw, scan=ctx)
     except scanner.LeaseLost as exc:
         return Failed(job.uid, True, str(exc))
     except Exception as exc:  # process() quarantines what it can; this is the database gone

@@ -41,7 +41,8 @@ from email.feedparser import BytesFeedParser
 from email.generator import BytesGenerator
 from email.header import decode_header
 from email.message import EmailMessage, Message
-from email.policy import EmailPolicy
+from email.parser import BytesHeaderParser
+from email.policy import EmailPolicy, compat32
 from email.utils import getaddresses
 from functools import lru_cache
 from io import BytesIO, StringIO
@@ -174,6 +175,42 @@ def message_id_of(raw: bytes) -> str | None:
     except Exception:  # parse() would keep no headers either
         return None
     return normalise_message_id(_raw_headers(msg).first("message-id"))
+
+
+_THREAD_HEADERS = ("message-id", "in-reply-to", "references", "x-riferimento-message-id")
+_PEOPLE_HEADERS = ("from", "sender", "to", "cc", "reply-to")
+
+
+def ids_and_addresses(raw: bytes) -> tuple[frozenset[str], frozenset[str]]:
+    """The message ids an email carries (its own, those it answers or refers to, the PEC
+    original's) and its sender's and recipients' addresses, normalised as `parse` does.
+
+    Read from the header section without building header objects: about a tenth of the cost
+    of `parse(header_section(raw))`, for a caller that looks at many emails before any is
+    parsed (the converter's scheduling). Addresses come from the lenient legacy parser, the
+    one `parse` falls back to; they can differ from `parse`'s for a malformed header.
+    """
+    data = raw[len(_UTF8_BOM) :] if raw.startswith(_UTF8_BOM) else raw
+    try:
+        # The raw values only: compat32 splits them exactly as the default policy does, and
+        # its parser does not turn Content-Type into a header object (which costs more than
+        # everything else here) when it checks, at the end, for a multipart without parts.
+        section = BytesHeaderParser(policy=compat32).parsebytes(header_section(data, limit=262_144))
+        headers = _raw_headers(section)
+    except Exception:  # parse() would keep no headers either
+        return frozenset(), frozenset()
+    ids: set[str] = set()
+    for name in _THREAD_HEADERS:
+        for value in headers.values.get(name, []):
+            ids.update(_message_ids(_unfold(value[:MAX_HEADER_CHARS])))
+    ctx = _Context(depth=0, linesep="\n")  # its defects are parse()'s to report
+    values = []
+    for name in _PEOPLE_HEADERS:
+        for value in headers.values.get(name, []):
+            value = _unfold(value[:MAX_HEADER_CHARS])
+            values.append(_restore_8bit(value, name, ctx) if _has_surrogates(value) else value)
+    found = (normalise_email(_scrub(spec)) for _name, spec in getaddresses(values))
+    return frozenset(ids), frozenset(address for address in found if address)
 
 
 def header_section(raw: bytes, *, limit: int | None = None) -> bytes:

@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 import pytest
 from django.db import connection, connections
 
-from crm.email.parse import parse
 from crm.models import Comment, MessageLink, Record
 from mailconverter import actions, scanner, workers
 from mailconverter.models import LedgerEntry, Mailbox, MailboxLease, Outcome, ScanRun
@@ -97,7 +96,7 @@ def kill_self_on(subject: str, parent: int) -> Any:
 
 
 def job(uid: int, *conflicts: str) -> Job:
-    return Job(1, 1, uid, b"", parse(b""), frozenset(conflicts))
+    return Job(1, 1, uid, b"", frozenset(conflicts))
 
 
 def test_conflicting_jobs_wait_for_each_other_in_uid_order() -> None:
@@ -118,13 +117,14 @@ def test_conflicting_jobs_wait_for_each_other_in_uid_order() -> None:
 
 
 def test_what_two_messages_must_not_share() -> None:
-    head = parse(
-        b"From: Anna <anna@acme.example>\r\nTo: Support <support@crm.test>, bob@gmail.com\r\n"
-        b"Cc: carla@beta.example\r\nMessage-ID: <m1@acme.example>\r\n"
-        b"In-Reply-To: <m0@crm.test>\r\nReferences: <r0@crm.test> <m0@crm.test>\r\n"
-        b"X-Riferimento-Message-ID: <orig@pec.example>\r\n\r\n"
+    raw = (
+        b"From: Anna <Anna@ACME.example>\r\nTo: Support <support@crm.test>, bob@gmail.com\r\n"
+        b"Cc: =?utf-8?q?Carla_M=C3=BCller?= <carla@beta.example>\r\n"
+        b"Message-ID: <m1@acme.example>\r\n"
+        b"In-Reply-To: <m0@crm.test>\r\nReferences: <r0@crm.test>\r\n <m0@CRM.test>\r\n"
+        b"X-Riferimento-Message-ID: <orig@pec.example>\r\n\r\nBody: <not@a.header>\r\n"
     )
-    keys = scanner._conflicts(head, frozenset({"support@crm.test"}))
+    keys = scanner._conflicts(raw, frozenset({"support@crm.test"}))
     assert keys == {
         "id:m1@acme.example",
         "id:m0@crm.test",

@@ -28,6 +28,7 @@ from crm.email.parse import (
     ParsedEmail,
     Part,
     identity,
+    ids_and_addresses,
     message_id_of,
     parse,
 )
@@ -913,3 +914,30 @@ def test_a_forwarded_email_keeps_its_large_attachment() -> None:
     assert forwarded.nested is not None
     [attachment] = forwarded.nested.parts
     assert attachment.payload == _PDF
+
+
+CONVERTER_MAILS = Path(__file__).resolve().parents[2] / "mailconverter" / "mails"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted([*FIXTURES.rglob("*.eml"), *CONVERTER_MAILS.glob("*.eml")]),
+    ids=lambda p: p.name,
+)
+def test_the_quick_read_of_ids_and_addresses_agrees_with_the_parse(path: Path) -> None:
+    data = path.read_bytes()
+    parsed = parse(data)
+    people = (parsed.from_, parsed.sender, *parsed.to, *parsed.cc, *parsed.reply_to)
+    ids, addresses = ids_and_addresses(data)
+    assert addresses == {person.email for person in people if person}
+    assert {i for i in (parsed.message_id, parsed.in_reply_to, *parsed.references) if i} <= ids
+
+
+def test_the_quick_read_finds_a_pec_original_and_ignores_the_body() -> None:
+    ids, addresses = ids_and_addresses(
+        b"From: Anna <anna@acme.example>\r\nX-Riferimento-Message-ID: <orig@pec.example>\r\n"
+        b"\r\nFrom: someone@else.example\r\nMessage-ID: <not@a.header>\r\n"
+    )
+    assert ids == {"orig@pec.example"}
+    assert addresses == {"anna@acme.example"}
+    assert ids_and_addresses(b"\x00\xff garbage") == (frozenset(), frozenset())
