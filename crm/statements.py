@@ -1,19 +1,24 @@
-"""Whole rows of joined models from a statement written once, loaded as the ORM loads them.
+"""Statements written once for the rows read or written most often, where compiling the ORM's
+query costs more CPU than the database spends running it.
 
-For the few look-ups made on nearly every request (a record by id with its module, an add-in
-token with its session and user): compiling the ORM query costs more CPU than PostgreSQL
-spends running it. The statement's text never changes, so the database driver prepares it
-once; the rows come back as model instances through the ORM's own converters and `from_db`.
+Reading: whole rows of joined models (a record by id with its module, an add-in token with
+its session and user), loaded as model instances through the ORM's own converters and
+`from_db`. Writing: `insert` and `save` of one model instance, with the values the ORM's
+save would send (each field's `pre_save` and `get_db_prep_save`), for the rows a mail scan
+writes for every email. They send no model signals: use them only for models that nothing
+listens to (crm.access watches the models that grant access, never these). The statement's
+text never changes, so the database driver prepares it once.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import Field, Model
 from django.db.models.expressions import Col
 
 
@@ -73,3 +78,48 @@ def _converted(value: Any, column: _Column) -> Any:
     for converter in column.converters:
         value = converter(value, column.col, connection)
     return value
+
+
+def insert(instance: Model) -> None:
+    """INSERT the new instance's row (every concrete field but an automatic primary key) and
+    set its primary key, as `instance.save(force_insert=True)` would, without signals."""
+    sql, fields = _insert_statement(type(instance))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _values(instance, fields, add=True))
+        instance.pk = cursor.fetchone()[0]
+    instance._state.adding = False
+    instance._state.db = connection.alias
+
+
+def save(instance: Model) -> None:
+    """UPDATE every concrete field of the instance's row, as `instance.save()` does for a row
+    that exists, without signals."""
+    sql, fields = _update_statement(type(instance))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*_values(instance, fields, add=False), instance.pk])
+
+
+def _values(instance: Model, fields: tuple[Field, ...], *, add: bool) -> list[Any]:
+    return [f.get_db_prep_save(f.pre_save(instance, add), connection) for f in fields]
+
+
+@functools.cache
+def _insert_statement(model: type[Model]) -> tuple[str, tuple[Field, ...]]:
+    meta = model._meta
+    fields = tuple(f for f in meta.concrete_fields if f is not meta.auto_field)
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    pk = quote(meta.pk.column)
+    sql = f"INSERT INTO {table(model)} ({columns}) VALUES ({marks}) RETURNING {pk}"  # noqa: S608
+    return sql, fields
+
+
+@functools.cache
+def _update_statement(model: type[Model]) -> tuple[str, tuple[Field, ...]]:
+    meta = model._meta
+    fields = tuple(f for f in meta.concrete_fields if not f.primary_key)
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+    sql = f"UPDATE {table(model)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
+    return sql, fields

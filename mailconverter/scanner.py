@@ -30,6 +30,7 @@ ARCHITECTURE.md, "The scan loop", step by step:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -47,7 +48,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from crm import access
+from crm import access, statements
 from crm.email.addresses import is_free_mail, normalise_email
 from crm.email.parse import (
     ParsedEmail,
@@ -488,7 +489,7 @@ def _transaction(
     """The message's one transaction: lease, ledger row, ingest, rules, actions."""
     with transaction.atomic():
         _fence(ctx)
-        entry = LedgerEntry.objects.select_for_update().get(pk=started.pk)
+        entry = _locked(started.pk)
         if entry.outcome != Outcome.FAILED:
             return entry
         entry.rule = None
@@ -499,7 +500,7 @@ def _transaction(
         entry.error = ""
         entry.processed_at = timezone.now()
         entry.after_scan_pending = _wants_after_scan(ctx.mailbox, entry.outcome)
-        entry.save()
+        statements.save(entry)
         if entry.attempts > 1:  # only a repeat attempt can have quarantined bytes
             QuarantinedMail.objects.filter(entry=entry, resolved_at=None).update(
                 resolved_at=entry.processed_at
@@ -574,7 +575,7 @@ def _new_entry(
     raw: bytes,
     now: datetime,
 ) -> LedgerEntry:
-    return LedgerEntry.objects.create(
+    entry = LedgerEntry(
         mailbox=ctx.mailbox,
         folder=folder,
         uidvalidity=uidvalidity,
@@ -585,6 +586,8 @@ def _new_entry(
         reason=f"attempt 1 of {settings.CONVERTER_MAX_ATTEMPTS}",
         processed_at=now,
     )
+    statements.insert(entry)
+    return entry
 
 
 def _unfinished(key: str, head: ParsedEmail, raw: bytes, now: datetime) -> dict[str, Any]:
@@ -686,9 +689,23 @@ def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, fold
         return
     entry.outcome = min((r.outcome for r in results), key=_STRENGTH.index)
     entry.reason = "; ".join(r.reason for r in results if r.reason)[:500]
-    entry.records.add(*{r.pk: r for result in results for r in result.records}.values())
+    _add_records(entry, {r.pk: r for result in results for r in result.records}.values())
     if envelope is not None and entry.message is not None:
         _link_all(entry.message, entry.records.all())  # daticert.xml goes where the original did
+
+
+def _add_records(entry: LedgerEntry, records: Iterable[Record]) -> None:
+    """`entry.records.add(*records)`, written out (no m2m signals are listened to)."""
+    through = LedgerEntry.records.through
+    pairs = [(entry.pk, record.pk) for record in records]
+    if not pairs:
+        return
+    rows = ", ".join(["(%s, %s)"] * len(pairs))
+    _execute(
+        f"INSERT INTO {statements.table(through)} (ledgerentry_id, record_id) "  # noqa: S608
+        f"VALUES {rows} ON CONFLICT DO NOTHING",
+        [value for pair in pairs for value in pair],
+    )
 
 
 def _blocked(ctx: _Scan) -> frozenset[str]:
@@ -909,6 +926,23 @@ def _acquire(mailbox: Mailbox) -> str | None:
         Q(expires_at__isnull=True) | Q(expires_at__lt=now), mailbox=mailbox
     ).update(token=token, holder=_holder(), expires_at=now + _lease_time())
     return token if taken else None
+
+
+def _locked(pk: int) -> LedgerEntry:
+    """The ledger row, locked until commit: `select_for_update().get(pk=…)`, written out."""
+    sql, rows = _locked_statement()
+    found = rows.first(sql, [pk])
+    if found is None:
+        raise LedgerEntry.DoesNotExist(f"no ledger row {pk}")
+    return found[0]  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _locked_statement() -> tuple[str, statements.Rows]:
+    rows = statements.rows_of((LedgerEntry, "e"))
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    table = statements.table(LedgerEntry)
+    return f"SELECT {rows.columns} FROM {table} e WHERE e.id = %s{lock}", rows  # noqa: S608
 
 
 def _fence(ctx: _Scan) -> None:

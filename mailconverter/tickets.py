@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from crm import statements
 from crm.models import Message, Record
 from mailconverter.models import LedgerEntry, Mailbox, TicketOrigin
 
@@ -30,7 +31,7 @@ def record_origin(
         entry = LedgerEntry.objects.filter(
             mailbox=mailbox, identity=message.identity, acted=True
         ).first()
-    return TicketOrigin.objects.create(
+    origin = TicketOrigin(
         ticket=ticket,
         mailbox=mailbox,
         ledger_entry=entry,
@@ -42,6 +43,8 @@ def record_origin(
         received_at=message.date or (entry.created_at if entry else None),
         created_at=timezone.now(),
     )
+    statements.insert(origin)  # one per ticket a scan opens
+    return origin
 
 
 def origin_of(ticket: Record) -> TicketOrigin | None:

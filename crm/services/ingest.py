@@ -171,7 +171,7 @@ def _save(
         # Inside a caller's transaction (a mail scan), no savepoint: a concurrent store of the
         # same email then fails the caller's transaction, whose retry finds this one's.
         with transaction.atomic(savepoint=False):
-            message = Message.objects.create(
+            message = Message(
                 identity=key,
                 raw=raw_name,
                 raw_sha256=raw_sha,
@@ -182,6 +182,7 @@ def _save(
                 stored_at=timezone.now(),
                 **_headers(parsed),
             )
+            statements.insert(message)
             # Known now, so that linking it needs no query when it has no attachments.
             message._document_ids = _attach(message, files, actor)  # type: ignore[attr-defined]
             saved = sum(not part.inline for part, _name, _sha in files)

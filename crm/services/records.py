@@ -18,7 +18,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from crm import access, hooks
+from crm import access, hooks, statements
 from crm.exceptions import Invalid
 from crm.models import (
     ChangeLog,
@@ -72,7 +72,7 @@ def create(
     with transaction.atomic(savepoint=False):
         record.number = _next_number(module)
         record.label = _label(fields, values, record.number)
-        record.save(force_insert=True)
+        statements.insert(record)
         _index(record, fields, new=True)
         _log(record, actor, ChangeLog.Action.CREATE, {k: [None, v] for k, v in values.items()})
     return record
@@ -162,7 +162,7 @@ def add_comment(
     if not body:
         raise Invalid(fields={"body": "Write a comment first."})
     with transaction.atomic(savepoint=False):  # checked above: only writes follow
-        comment = Comment.objects.create(
+        comment = Comment(
             record=record,
             author=None if author_address else actor,
             author_address=author_address[:254],
@@ -171,6 +171,7 @@ def add_comment(
             via_mail=via_mail,
             mail_note=mail_note[:500],
         )
+        statements.insert(comment)
         _log(record, actor, ChangeLog.Action.COMMENT, {"comment": [None, body[:200]]})
         transaction.on_commit(lambda: hooks.comment_added.send(sender=Comment, comment=comment))
     return comment
@@ -285,7 +286,7 @@ def _index_addresses(record: Record, fields: list[Field], *, new: bool = False) 
 
 
 def _log(record: Record, actor: User | None, action: str, changes: dict[str, Any]) -> None:
-    ChangeLog.objects.create(
+    entry = ChangeLog(
         record=record,
         module_id=record.module_id,
         record_number=record.number,
@@ -294,6 +295,7 @@ def _log(record: Record, actor: User | None, action: str, changes: dict[str, Any
         action=action,
         changes=changes,
     )
+    statements.insert(entry)  # every write logs; a scan writes several per email
 
 
 def module_of(record: Record) -> Module:
