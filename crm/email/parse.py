@@ -259,6 +259,14 @@ def _parsed_header(policy: _BoundedPolicy, name: str, value: str) -> Any:
     return super(_BoundedPolicy, policy).header_fetch_parse(name, value)
 
 
+@lru_cache(maxsize=256)
+def _header_object(name: str, value: str) -> Any:
+    """The policy's header object for an address or date header, made once per value: the
+    header section is parsed before the whole email (scanner.process), and one sender's or
+    one mailbox's address recurs from email to email. Header objects are immutable."""
+    return _POLICY.header_factory(name, value)
+
+
 def _header_limit(name: str) -> int:
     return MAX_MIME_HEADER_CHARS if name.lower().startswith("content-") else MAX_HEADER_CHARS
 
@@ -805,7 +813,7 @@ def _address_header(headers: _Headers, name: str, ctx: _Context) -> tuple[Addres
 
 def _addresses(value: str, name: str, ctx: _Context) -> Iterator[Address]:
     try:
-        header = _POLICY.header_factory(name, value)
+        header = _header_object(name, value)
         found = [(item.display_name, item.addr_spec) for item in header.addresses]
     except Exception as exc:
         # The RFC 5322 parser trips on some real headers ("unlisted-recipients:; (no
@@ -830,7 +838,7 @@ def _date_header(headers: _Headers, ctx: _Context) -> datetime | None:
     if raw is None:
         return None
     try:
-        header = _POLICY.header_factory("date", _unfold(_bounded("date", raw, ctx)))
+        header = _header_object("date", _unfold(_bounded("date", raw, ctx)))
         value: datetime | None = header.datetime
     except Exception as exc:
         value = None
