@@ -28,7 +28,7 @@ from django.utils import timezone
 from crm import access, statements
 from crm.email.addresses import is_free_mail
 from crm.exceptions import Invalid
-from crm.models import Message, MessageLink, Module, Record, User
+from crm.models import Message, MessageLink, Module, Record, RecordAddress, User
 from crm.services import ingest
 from crm.services import records as record_service
 from mailconverter import tickets
@@ -385,15 +385,34 @@ def _by_address(
 
     With `domains`, a company also matches by its addresses' domain, free-mail domains excepted.
     """
-    addresses = [a.lower() for a in addresses if a]
+    addresses = sorted({a.lower() for a in addresses if a})
     records = access.records(owner, _module(module_name, memo), "edit")
+    business = sorted(
+        {d for d in (a.rpartition("@")[2] for a in addresses) if d and not is_free_mail(d)}
+        if domains
+        else ()
+    )
+    found = _addressed(addresses, business)
+    if not found:
+        return records.none()  # most senders are nobody's yet: no query for the records
+    return records.filter(pk__in=found).order_by("pk")
+
+
+def _addressed(addresses: list[str], domains: list[str]) -> list[int]:
+    """The records (of any module, deleted or not) with one of these addresses or domains, from
+    the address index alone: the module and the owner's access narrow them down after."""
     if not addresses:
-        return records.none()
-    matched = records.filter(addresses__address__in=addresses)
-    business = [d for d in {a.rpartition("@")[2] for a in addresses} if d and not is_free_mail(d)]
-    if domains and business:
-        matched = matched | records.filter(addresses__domain__in=business)
-    return matched.distinct().order_by("pk")
+        return []
+    where = [f"address IN ({', '.join(['%s'] * len(addresses))})"]
+    if domains:
+        where.append(f"domain IN ({', '.join(['%s'] * len(domains))})")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT record_id FROM {statements.table(RecordAddress)} "  # noqa: S608
+            f"WHERE {' OR '.join(where)}",
+            [*addresses, *domains],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _first(records: QuerySet[Record]) -> Record | None:
