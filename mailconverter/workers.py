@@ -2,8 +2,10 @@
 
 The scan's own process stays the coordinator: it holds the lease and the one IMAP connection,
 fetches, and after each batch sets \\Seen, moves and advances the cursor, exactly as when it
-converts alone. Only `scanner.process` (one message, its own transactions) runs in the
-workers, each with its own database connection. Each message's transaction fences on the
+converts alone. It parses nothing: to keep apart the messages that must not run side by
+side it reads only their ids and addresses (`crm.email.parse.ids_and_addresses`). Only
+`scanner.process` (one message, parsed there, in its own transactions) runs in the workers,
+each with its own database connection. Each message's transaction fences on the
 lease with a shared row lock, so the workers commit side by side, while a scan taking the
 lease over waits for their commits and then makes every later fence fail.
 
