@@ -169,12 +169,8 @@ def normalise_message_id(value: str | None) -> str | None:
 def message_id_of(raw: bytes) -> str | None:
     """The Message-ID `parse(raw).message_id` gives, read from the header section alone: a
     caller that must check it before storing the email does not parse the whole email twice."""
-    data = raw[len(_UTF8_BOM) :] if raw.startswith(_UTF8_BOM) else raw
-    try:
-        msg = _read(header_section(data, limit=262_144), headersonly=True)
-    except Exception:  # parse() would keep no headers either
-        return None
-    return normalise_message_id(_raw_headers(msg).first("message-id"))
+    headers = _header_values(raw)
+    return normalise_message_id(headers.first("message-id")) if headers else None
 
 
 _THREAD_HEADERS = ("message-id", "in-reply-to", "references", "x-riferimento-message-id")
@@ -190,14 +186,8 @@ def ids_and_addresses(raw: bytes) -> tuple[frozenset[str], frozenset[str]]:
     parsed (the converter's scheduling). Addresses come from the lenient legacy parser, the
     one `parse` falls back to; they can differ from `parse`'s for a malformed header.
     """
-    data = raw[len(_UTF8_BOM) :] if raw.startswith(_UTF8_BOM) else raw
-    try:
-        # The raw values only: compat32 splits them exactly as the default policy does, and
-        # its parser does not turn Content-Type into a header object (which costs more than
-        # everything else here) when it checks, at the end, for a multipart without parts.
-        section = BytesHeaderParser(policy=compat32).parsebytes(header_section(data, limit=262_144))
-        headers = _raw_headers(section)
-    except Exception:  # parse() would keep no headers either
+    headers = _header_values(raw)
+    if headers is None:
         return frozenset(), frozenset()
     ids: set[str] = set()
     for name in _THREAD_HEADERS:
@@ -211,6 +201,22 @@ def ids_and_addresses(raw: bytes) -> tuple[frozenset[str], frozenset[str]]:
             values.append(_restore_8bit(value, name, ctx) if _has_surrogates(value) else value)
     found = (normalise_email(_scrub(spec)) for _name, spec in getaddresses(values))
     return frozenset(ids), frozenset(address for address in found if address)
+
+
+def _header_values(raw: bytes) -> _Headers | None:
+    """The raw header values, read from the header section alone; None when `parse` would
+    keep no headers either.
+
+    compat32 splits the values exactly as the default policy does, and its parser does not
+    turn Content-Type into a header object (which costs more than everything else here) when
+    it checks, at the end, for a multipart without parts.
+    """
+    data = raw[len(_UTF8_BOM) :] if raw.startswith(_UTF8_BOM) else raw
+    try:
+        section = BytesHeaderParser(policy=compat32).parsebytes(header_section(data, limit=262_144))
+    except Exception:
+        return None
+    return _raw_headers(section)
 
 
 def header_section(raw: bytes, *, limit: int | None = None) -> bytes:
