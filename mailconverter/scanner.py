@@ -448,7 +448,6 @@ def process(
     raw: bytes,
     *,
     scan: _Scan | None = None,
-    head: ParsedEmail | None = None,
 ) -> LedgerEntry:
     """Convert one message in one transaction; on failure, quarantine it with the error.
 
@@ -458,7 +457,7 @@ def process(
     blocking the folder forever. Also the path of an administrator's retry (`scan=None`).
     """
     ctx = scan or _context(mailbox, None, None)
-    head = head or parse(header_section(raw))
+    head = parse(header_section(raw))
     key = identity(head, raw)
     started = _start_attempt(ctx, folder, uidvalidity, uid, key, head, raw)
     if started.outcome != Outcome.FAILED:
