@@ -180,6 +180,7 @@ def scan(
     if should_stop is not None:
         ctx.should_stop = should_stop
     try:
+        commit_without_waiting()
         with session_factory(connection_settings(mailbox)) as imap:
             for folder in _folders(mailbox):
                 if ctx.stopped:
@@ -202,6 +203,7 @@ def scan(
     finally:
         if ctx.workers is not None:
             ctx.workers.close()
+        _commit_waiting()
         _release(mailbox, token)
         run.finished_at = timezone.now()
         run.counts = dict(ctx.counts)
@@ -287,7 +289,7 @@ def _scan_folder(ctx: _Scan, imap: Session, folder: Folder) -> None:
         folder.last_uid, unseen_only=ctx.mailbox.look_for == Mailbox.LookFor.UNSEEN
     )
     settled: dict[int, bool] = {}
-    cursor = _Cursor(folder, validity, uids, settled)
+    cursor = _Cursor(ctx, folder, validity, uids, settled)
     # A range, not "uid IN (…)": a first scan of a big folder has more UIDs than a query
     # may carry parameters.
     known = {
@@ -404,6 +406,7 @@ def _start_workers(ctx: _Scan, messages: int) -> None:
     if connection.in_atomic_block or threading.current_thread() is not threading.main_thread():
         return
     ctx.workers = Workers(ctx.mailbox.pk, ctx.token, wanted)
+    commit_without_waiting()  # the scan's connection was closed for the fork
 
 
 def _retry_due(entry: LedgerEntry) -> bool:
@@ -419,9 +422,15 @@ class _Cursor:
     flags): a message still being retried holds it, the ledger skips what lies beyond."""
 
     def __init__(
-        self, folder: Folder, validity: int, uids: Sequence[int], settled: dict[int, bool]
+        self,
+        ctx: _Scan,
+        folder: Folder,
+        validity: int,
+        uids: Sequence[int],
+        settled: dict[int, bool],
     ) -> None:
-        self.folder, self.validity, self.uids, self.settled = folder, validity, uids, settled
+        self.ctx, self.folder, self.validity = ctx, folder, validity
+        self.uids, self.settled = uids, settled
         self.position = 0
 
     def advance(self) -> None:
@@ -430,6 +439,7 @@ class _Cursor:
             self.position += 1
         if self.position == start:
             return
+        _durable(self.ctx)  # the cursor passes only what a crash of the database keeps
         last = self.uids[self.position - 1]
         Folder.objects.filter(
             pk=self.folder.pk, uidvalidity=self.validity, last_uid__lt=last
@@ -899,6 +909,7 @@ def _after_scan(
     entries = [e for e in entries if e.uidvalidity == validity]
     if not entries:
         return
+    _durable(ctx)
     mailbox = ctx.mailbox
     if mailbox.after_scan == Mailbox.AfterScan.MARK_READ:
         imap.mark_seen(e.uid for e in entries)
@@ -967,6 +978,10 @@ def _keep_lease(ctx: _Scan) -> None:
     """The coordinator's renewal, a tenth of the lease's time after the last one."""
     if ctx.token is None or time.monotonic() - ctx.renewed_at < _lease_time().total_seconds() / 10:
         return
+    _renew(ctx)
+
+
+def _renew(ctx: _Scan) -> None:
     expires = timezone.now() + _lease_time()
     kept = MailboxLease.objects.filter(mailbox=ctx.mailbox, token=ctx.token).update(
         expires_at=expires
@@ -992,6 +1007,44 @@ def _lease_time() -> timedelta:
 
 def _holder() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"[:255]
+
+
+# --- durability --------------------------------------------------------------------------------
+
+
+def commit_without_waiting() -> None:
+    """A scan's commits stop waiting for the disk (PostgreSQL's `synchronous_commit` off, for
+    this connection): the scan and its workers commit message after message, and `_durable`
+    makes the commits durable together before anything outside the database relies on them.
+
+    Such a commit is atomic and seen by every other connection at once, like any other. Only a
+    crash of the database server can lose it, and only while no flag, move or cursor has yet
+    acted on it: the next scan then finds that mail unread and unconverted, and converts it.
+    """
+    if connection.vendor == "postgresql":
+        _execute("SET synchronous_commit TO OFF", [])
+
+
+def _commit_waiting() -> None:
+    """The connection's commits wait for the disk again (a connection from a web server's
+    thread or a Celery worker serves other work after the scan)."""
+    if connection.vendor == "postgresql":
+        _execute("RESET synchronous_commit", [])
+
+
+def _durable(ctx: _Scan) -> None:
+    """Before a flag, a move or the cursor acts on converted mail: wait until every commit
+    made so far, by this scan and by its workers, is on disk.
+
+    The lease's renewal is committed waiting for the disk, and PostgreSQL writes its log in
+    order: waiting for one commit waits for every commit before it. The workers' commits come
+    before it, since their results reached the scan after they committed.
+    """
+    if connection.vendor != "postgresql" or ctx.token is None:
+        return
+    with transaction.atomic():
+        _execute("SET LOCAL synchronous_commit TO ON", [])
+        _renew(ctx)
 
 
 # --- helpers -----------------------------------------------------------------------------------

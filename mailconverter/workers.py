@@ -167,6 +167,7 @@ def _serve(pipe: Any, parents_end: Any, mailbox_pk: int, token: str) -> None:
     try:
         mailbox = Mailbox.objects.select_related("owner").get(pk=mailbox_pk)
         ctx = scanner.worker_context(mailbox, token)
+        scanner.commit_without_waiting()  # the scan makes the commits durable before flags
         folders: dict[int, Folder] = {}
         while True:
             try:
