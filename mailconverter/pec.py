@@ -56,6 +56,7 @@ from crm.email.parse import (
     identity,
     normalise_message_id,
     parse,
+    summary,
 )
 
 __all__ = [
@@ -163,7 +164,7 @@ def view(raw: bytes) -> View:
     original, daticert, riferimento = unwrap(raw)
     if original is None or not original.strip():  # nothing to run rules on: keep the envelope
         return View(found, daticert=daticert, riferimento=riferimento)
-    head = parse(header_section(original))
+    head = summary(original)
     if riferimento:
         head = replace(head, message_id=riferimento)
     return View(found, original, daticert, riferimento, identity(head, original))

@@ -50,13 +50,7 @@ from django.utils import timezone
 
 from crm import access, statements
 from crm.email.addresses import is_free_mail, normalise_email
-from crm.email.parse import (
-    ParsedEmail,
-    header_section,
-    identity,
-    ids_and_addresses,
-    parse,
-)
+from crm.email.parse import ParsedEmail, identity, ids_and_addresses, parse, summary
 from crm.email.sanitize import html_to_text
 from crm.models import Message, Module, Record, User
 from crm.services import blobs, ingest
@@ -467,14 +461,14 @@ def process(
     blocking the folder forever. Also the path of an administrator's retry (`scan=None`).
     """
     ctx = scan or _context(mailbox, None, None)
-    head = parse(header_section(raw))
+    head = summary(raw)  # the email is parsed whole once the attempt is counted
     key = identity(head, raw)
     started = _start_attempt(ctx, folder, uidvalidity, uid, key, head, raw)
     if started.outcome != Outcome.FAILED:
         return started  # settled meanwhile (a concurrent retry)
     for run in (1, 2):
         try:
-            return _transaction(ctx, started, raw, head, folder)
+            return _transaction(ctx, started, raw, folder)
         except LeaseLost:
             raise
         except IntegrityError as exc:
@@ -492,9 +486,7 @@ def process(
     raise AssertionError("unreachable")
 
 
-def _transaction(
-    ctx: _Scan, started: LedgerEntry, raw: bytes, head: ParsedEmail, folder: Folder
-) -> LedgerEntry:
+def _transaction(ctx: _Scan, started: LedgerEntry, raw: bytes, folder: Folder) -> LedgerEntry:
     """The message's one transaction: lease, ledger row, ingest, rules, actions."""
     with transaction.atomic():
         _fence(ctx)
@@ -505,7 +497,7 @@ def _transaction(
         if entry.attempts > 1:  # a first attempt has no records to forget
             entry.records.clear()
         with record_service.remembering(ctx.memo):
-            _convert(ctx, entry, raw, head, folder)
+            _convert(ctx, entry, raw, folder)
         entry.error = ""
         entry.processed_at = timezone.now()
         entry.after_scan_pending = _wants_after_scan(ctx.mailbox, entry.outcome)
@@ -625,19 +617,20 @@ def facts_of(message: Message, folder: str, ticket_prefix: str) -> rules.Facts:
     )
 
 
-def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, folder: Folder) -> None:
+def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, folder: Folder) -> None:
     envelope: bytes | None = None
     certified: str | None = None
     if ctx.mailbox.is_pec:
-        unwrapped = _pec_view(ctx, entry, raw, head, folder)
+        unwrapped = _pec_view(ctx, entry, raw, folder)
         if unwrapped is None:
             return  # a PEC receipt: settled
-        raw, head, envelope, certified = unwrapped
+        raw, envelope, certified = unwrapped
     sender = entry.sender
     if sender and sender in _blocked(ctx):
         entry.outcome, entry.reason = Outcome.BLOCKED, f"{sender} is blocked on this mailbox"
         return
-    automatic = loops.automatic_reason(head, own_addresses=ctx.own_addresses)
+    parsed = parse(raw)
+    automatic = loops.automatic_reason(parsed, own_addresses=ctx.own_addresses)
     if automatic:
         entry.outcome, entry.reason = Outcome.LOOP, automatic[:500]
         return
@@ -652,6 +645,7 @@ def _convert(ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, fold
         return
     stored = ingest.store(
         raw,
+        parsed=parsed,
         source=Message.Source.CONVERTER,
         origin=f"{ctx.mailbox.name}/{folder.name} UID {entry.uid}",
     )
@@ -732,8 +726,8 @@ def fresh_batch(ctx: _Scan) -> None:
 
 
 def _pec_view(
-    ctx: _Scan, entry: LedgerEntry, raw: bytes, head: ParsedEmail, folder: Folder
-) -> tuple[bytes, ParsedEmail, bytes | None, str | None] | None:
+    ctx: _Scan, entry: LedgerEntry, raw: bytes, folder: Folder
+) -> tuple[bytes, bytes | None, str | None] | None:
     """A PEC mailbox's message as the rules should see it (see mailconverter.pec).
 
     None for a receipt (settled here: kept on the records of the email it is about, if the CRM
@@ -756,12 +750,12 @@ def _pec_view(
             entry.reason = f"{seen.reason} for <{seen.riferimento}>, kept on {numbers}"[:500]
         return None
     if seen.original is None or seen.identity is None:
-        return raw, head, None, None
-    head = parse(header_section(seen.original))
+        return raw, None, None
+    head = summary(seen.original)
     entry.identity, entry.sender = seen.identity, _sender(head)
     entry.subject = head.subject[:1000]
     LedgerEntry.objects.filter(pk=entry.pk).update(identity=entry.identity)  # before _claim
-    return seen.original, head, raw, seen.riferimento
+    return seen.original, raw, seen.riferimento
 
 
 def _store(ctx: _Scan, entry: LedgerEntry, raw: bytes, folder: Folder) -> Message:
@@ -835,7 +829,7 @@ def _oversize(
     ctx: _Scan, folder: Folder, uidvalidity: int, uid: int, size: int, header: bytes
 ) -> LedgerEntry:
     """Record a message over the size limit from its header alone; it stays unread."""
-    head = parse(header)
+    head = summary(header)
     # Without the body there is no raw-bytes identity: the header stands in for it.
     key = identity(head, header)
     limit = settings.CONVERTER_MAX_MESSAGE_BYTES

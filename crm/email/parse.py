@@ -66,6 +66,7 @@ __all__ = [
     "message_id_of",
     "normalise_message_id",
     "parse",
+    "summary",
 ]
 
 MAX_NESTED_DEPTH = 5  # message/rfc822 inside message/rfc822 …
@@ -201,6 +202,35 @@ def ids_and_addresses(raw: bytes) -> tuple[frozenset[str], frozenset[str]]:
             values.append(_restore_8bit(value, name, ctx) if _has_surrogates(value) else value)
     found = (normalise_email(_scrub(spec)) for _name, spec in getaddresses(values))
     return frozenset(ids), frozenset(address for address in found if address)
+
+
+def summary(raw: bytes) -> ParsedEmail:
+    """The subject, sender and Message-ID that `parse(header_section(raw))` gives, and nothing
+    else: enough for `identity` and for a line in a list of emails, at about a fifth of the
+    cost. Read from the raw header values as `ids_and_addresses` reads them; only the sender's
+    header object is built, and `parse` finds it made when it reads the whole email.
+    """
+    data = raw[len(_UTF8_BOM) :] if raw.startswith(_UTF8_BOM) else raw
+    try:
+        section = BytesHeaderParser(policy=compat32).parsebytes(header_section(data))
+    except Exception:
+        return parse(header_section(raw))
+    headers = _raw_headers(section)
+    ctx = _Context(depth=0, linesep="\n")  # its defects are parse()'s to report
+    ctx.charset_hint = _charset_hint(_text_root(section))
+    return ParsedEmail(
+        subject=_text_header(headers, "subject", ctx) or "",
+        from_=_first(_address_header(headers, "from", ctx)),
+        message_id=normalise_message_id(headers.first("message-id")),
+    )
+
+
+def _text_root(msg: Message) -> Message | None:
+    """The part `get_body` finds in a header section: the message itself when it is plain
+    text or HTML and no attachment (a multipart without its body has no parts)."""
+    if msg.get_content_type() not in ("text/plain", "text/html"):
+        return None
+    return None if msg.get_content_disposition() == "attachment" else msg
 
 
 def _header_values(raw: bytes) -> _Headers | None:

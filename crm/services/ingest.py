@@ -63,15 +63,18 @@ def store(
     direction: str = Direction.INCOMING,
     origin: str = "",
     completeness: str = Completeness.FULL,
+    parsed: ParsedEmail | None = None,
 ) -> Stored:
     """Store an email whole. Never drops it: what cannot be stored is quarantined, then raised.
 
     Files are written before the transaction (content-addressed, so a retry rewrites nothing);
     the rows are written in one transaction. A partial capture (a client that could not export
     the message) is replaced when the whole email arrives later, keeping its links.
+    `parsed` is `parse(raw)`, from a caller that has already read the email (the converter's
+    rules look at it first).
     """
     try:
-        parsed = parse(raw)
+        parsed = parsed if parsed is not None else parse(raw)
         key = identity(parsed, raw)
         existing = _stored(key)
         if existing is not None and not _may_complete(existing, completeness, actor):

@@ -27,10 +27,12 @@ from crm.email.parse import (
     MAX_NESTED_DEPTH,
     ParsedEmail,
     Part,
+    header_section,
     identity,
     ids_and_addresses,
     message_id_of,
     parse,
+    summary,
 )
 from crm.email.parse import normalise_message_id as normalise
 
@@ -710,6 +712,19 @@ def test_the_message_id_from_the_headers_alone_is_the_parsed_one_for_every_email
         assert message_id_of(data) == parse(data).message_id, path
         found += message_id_of(data) is not None
     assert found > 50  # most of them have one
+
+
+def test_the_summary_of_every_email_has_the_header_sections_subject_sender_and_identity() -> None:
+    # The converter's ledger keys emails by this identity: it must not change with the reader.
+    for path in [*corpus_messages(), *sorted(FIXTURES.glob("*.eml"))]:
+        data = path.read_bytes()
+        head, quick = parse(header_section(data)), summary(data)
+        assert (quick.subject, quick.from_, quick.message_id) == (
+            head.subject,
+            head.from_,
+            head.message_id,
+        ), path
+        assert identity(quick, data) == identity(head, data), path
 
 
 @pytest.mark.parametrize("name", ["attachments", "panic", "winmail"])

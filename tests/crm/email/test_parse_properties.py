@@ -9,7 +9,14 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crm.email.parse import ParsedEmail, identity, message_id_of, parse
+from crm.email.parse import (
+    ParsedEmail,
+    header_section,
+    identity,
+    message_id_of,
+    parse,
+    summary,
+)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "emails"
 FIXTURE_NAMES = sorted(path.name for path in FIXTURES.glob("*.eml"))
@@ -130,6 +137,19 @@ def test_parse_never_raises_on_mutated_fixture_emails(data: bytes) -> None:
 def test_the_message_id_read_from_the_headers_alone_is_the_one_parse_gives(data: bytes) -> None:
     # The add-in checks the Idempotency-Key against it before storing the email.
     assert message_id_of(data) == parse(data).message_id
+
+
+@FAST
+@given(st.one_of(mutated_fixtures(), messages))
+def test_the_summary_gives_the_header_sections_subject_sender_and_identity(data: bytes) -> None:
+    head, quick = parse(header_section(data)), summary(data)
+
+    assert (quick.subject, quick.from_, quick.message_id) == (
+        head.subject,
+        head.from_,
+        head.message_id,
+    )
+    assert identity(quick, data) == identity(head, data)
 
 
 @FAST
