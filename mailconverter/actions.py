@@ -183,31 +183,36 @@ def update_ticket(action: Mapping[str, Any], ctx: MailContext) -> ActionResult:
 
 def _find_ticket(ctx: MailContext) -> tuple[Record | None, str]:
     module = _module(TICKETS, ctx.memo)
-    tickets = access.records(ctx.owner, module, "edit")
     prefix = module.number_prefix
     m = ctx.message
-    numbers = [
-        (_as_ticket_number(ctx.capture, prefix), "the rule's capture"),
-        (find_ticket_number(m.subject, prefix), "the subject"),
-        (_labelled_ticket_number(ctx.body, prefix), "Ticket Id in the body"),
-    ]
-    for number, where in numbers:
-        if number:
-            # As stored (the module's prefix, then the digits): the unique index finds it.
-            digits = int(_TRAILING_DIGITS.search(number).group())  # type: ignore[union-attr]
-            ticket = tickets.filter(number=f"{prefix}{digits}").first()
-            if ticket is not None:
-                return ticket, f"{number} from {where}"
-    ticket = _replied_ticket(m, tickets)
+    # Looked for in this order, each only when the one before found no ticket: most mail
+    # names none, and then no query runs at all.
+    numbers = (
+        ("the rule's capture", lambda: _as_ticket_number(ctx.capture, prefix)),
+        ("the subject", lambda: find_ticket_number(m.subject, prefix)),
+        ("Ticket Id in the body", lambda: _labelled_ticket_number(ctx.body, prefix)),
+    )
+    tried = []
+    for where, find in numbers:
+        number = find()
+        if not number:
+            continue
+        tried.append(number)
+        # As stored (the module's prefix, then the digits): the unique index finds it.
+        digits = int(_TRAILING_DIGITS.search(number).group())  # type: ignore[union-attr]
+        tickets = access.records(ctx.owner, module, "edit")
+        ticket = tickets.filter(number=f"{prefix}{digits}").first()
+        if ticket is not None:
+            return ticket, f"{number} from {where}"
+    ticket = _replied_ticket(m, ctx.owner, module)
     if ticket is not None:
         return ticket, f"{ticket.number} from In-Reply-To/References"
-    tried = [n for n, _ in numbers if n]
     if tried:
         return None, f"no ticket {', '.join(dict.fromkeys(tried))}"
     return None, "no ticket number and no reply to a ticket's email"
 
 
-def _replied_ticket(m: Message, tickets: QuerySet[Record]) -> Record | None:
+def _replied_ticket(m: Message, owner: User, module: Module) -> Record | None:
     """The ticket of the latest link of an email this one replies to.
 
     Each step starts from what is known to be few, by an index: the emails replied to, their
@@ -231,7 +236,10 @@ def _replied_ticket(m: Message, tickets: QuerySet[Record]) -> Record | None:
         .order_by("-linked_at", "-pk")
         .values_list("record_id", flat=True)
     )
-    found = {t.pk: t for t in tickets.filter(pk__in=linked)} if linked else {}
+    if not linked:
+        return None
+    tickets = access.records(owner, module, "edit").filter(pk__in=linked)
+    found = {t.pk: t for t in tickets}
     return next((found[pk] for pk in linked if pk in found), None)
 
 
@@ -251,7 +259,12 @@ _LABELLED = re.compile(r"\bticket[ ]?id:?\s*(?P<rest>\S+)", re.IGNORECASE)
 
 def _labelled_ticket_number(body: str, prefix: str) -> str | None:
     """Only the explicit "Ticket Id: N" form: a bare "TT12" in quoted text proves little."""
-    m = _LABELLED.search(body[:100_000])
+    text = body[:100_000]
+    # A quick look first: the case-blind search tries every position of the text. Its "i"
+    # also matches a dotless one; no letter of "cket" has a case partner lower() misses.
+    if "cket" not in text.lower():
+        return None
+    m = _LABELLED.search(text)
     return find_ticket_number(m.group(0), prefix) if m else None
 
 

@@ -123,11 +123,12 @@ def test_an_unknown_sender_becomes_a_lead_when_the_rule_asks(org: Org) -> None:
     assert linked_to("question-1@acme.example") == {r.pk for r in entry.records.all()}
 
 
-def test_ticket_id_in_the_body_updates_the_ticket(org: Org) -> None:
+@pytest.mark.parametrize("label", ["Ticket Id: ", "TICKET ID:", "ticket id "])
+def test_ticket_id_in_the_body_updates_the_ticket(org: Org, label: str) -> None:
     ticket = make_record("Tickets", org.admin, title="Printer", status="Wait for response")
     mailbox, folder = mailbox_with(org.admin, {"actions": [{"type": "update_ticket"}]})
     raw = mail("customer_question.eml").replace(
-        b"Please help.", f"Please help.\r\n\r\nTicket Id: {ticket.number}".encode()
+        b"Please help.", f"Please help.\r\n\r\n{label}{ticket.number}".encode()
     )
     entry = convert(mailbox, folder, raw)
     assert entry.outcome == Outcome.UPDATED
