@@ -2,8 +2,8 @@
 
 ARCHITECTURE.md, "Mail converter", Actions. Every record is written through
 `crm.services.records` as the mailbox's owner, every email linked through `crm.services.ingest`.
-Look-ups start from `crm.access.records(owner, …)`: the converter never finds what its owner
-could not see.
+Look-ups go through `crm.access` (`records`, `records_with_ids`) as the owner: the converter
+never finds what its owner could not see.
 
 An action that cannot apply (no ticket for the number, nobody to link, the sender over the
 ticket limit, data the CRM refuses) returns `ok=False` with a reason, so the scanner falls
@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.utils import timezone
 
 from crm import access, statements
@@ -238,8 +238,7 @@ def _replied_ticket(m: Message, owner: User, module: Module) -> Record | None:
     )
     if not linked:
         return None
-    tickets = access.records(owner, module, "edit").filter(pk__in=linked)
-    found = {t.pk: t for t in tickets}
+    found = {t.pk: t for t in access.records_with_ids(owner, module, linked, "edit")}
     return next((found[pk] for pk in linked if pk in found), None)
 
 
@@ -275,10 +274,8 @@ def link(action: Mapping[str, Any], ctx: MailContext) -> ActionResult:
     module_name, addresses = _link_target(action, ctx)
     if module_name is None:
         return ActionResult(False, reason=f"cannot link to {action.get('module')!r}")
-    found = list(
-        _by_address(
-            ctx.owner, module_name, addresses, domains=module_name == COMPANIES, memo=ctx.memo
-        )
+    found = _by_address(
+        ctx.owner, module_name, addresses, domains=module_name == COMPANIES, memo=ctx.memo
     )
     if not found:
         return ActionResult(False, reason=f"no {module_name} for {', '.join(addresses) or '-'}")
@@ -393,22 +390,20 @@ def _by_address(
     *,
     domains: bool = False,
     memo: dict[str, Any] | None = None,
-) -> QuerySet[Record]:
+) -> list[Record]:
     """Live records the owner may edit with one of these addresses (every match, oldest first).
 
     With `domains`, a company also matches by its addresses' domain, free-mail domains excepted.
     """
     addresses = sorted({a.lower() for a in addresses if a})
-    records = access.records(owner, _module(module_name, memo), "edit")
+    module = _module(module_name, memo)
     business = sorted(
         {d for d in (a.rpartition("@")[2] for a in addresses) if d and not is_free_mail(d)}
         if domains
         else ()
     )
-    found = _addressed(addresses, business)
-    if not found:
-        return records.none()  # most senders are nobody's yet: no query for the records
-    return records.filter(pk__in=found).order_by("pk")
+    # Most senders are nobody's yet: then no query for the records.
+    return access.records_with_ids(owner, module, _addressed(addresses, business), "edit")
 
 
 def _addressed(addresses: list[str], domains: list[str]) -> list[int]:
@@ -428,8 +423,8 @@ def _addressed(addresses: list[str], domains: list[str]) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _first(records: QuerySet[Record]) -> Record | None:
-    return records.first()
+def _first(records: list[Record]) -> Record | None:
+    return records[0] if records else None
 
 
 def _referenced(record: Record, field_name: str) -> Record | None:

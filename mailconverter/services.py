@@ -658,10 +658,8 @@ def _describe_link(
     module_name, addresses = actions._link_target(action, mail)
     if module_name is None:
         return False, f"Cannot link to {action.get('module')!r}"
-    found = list(
-        actions._by_address(
-            mail.owner, module_name, addresses, domains=module_name == actions.COMPANIES
-        )
+    found = actions._by_address(
+        mail.owner, module_name, addresses, domains=module_name == actions.COMPANIES
     )
     singular = actions._module(module_name).singular
     if found:

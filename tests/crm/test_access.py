@@ -447,6 +447,23 @@ def test_get_record_loads_the_record_and_its_module_as_the_orm_does_in_one_query
         access.get_record(org.alice, companies, mine.pk)
 
 
+def test_records_with_ids_loads_the_ones_the_user_may_act_on_with_their_module_in_one_query(
+    org: Org,
+) -> None:
+    contacts = _private()
+    mine = make_record(contacts, org.alice)
+    hidden = make_record(contacts, org.charlie)
+    company = make_record("Companies", org.alice)
+    access.privileges(org.alice)  # computed once per user and kept
+    with CaptureQueriesContext(connection) as queries:
+        found = access.records_with_ids(org.alice, contacts, [hidden.pk, mine.pk, company.pk])
+    assert len(queries.captured_queries) == 1
+    assert [r.pk for r in found] == [mine.pk]  # not another's, not another module's
+    assert found[0].module == contacts
+    assert found[0].data == type(mine).objects.get(pk=mine.pk).data
+    assert access.records_with_ids(org.alice, contacts, []) == []
+
+
 # --- Caching -------------------------------------------------------------------------------------
 
 

@@ -278,4 +278,8 @@ def test_records_holds_exactly_the_records_can_allows_and_the_rules_say(spec: Sp
                     truth = {r.pk for r in mine if expected(user, action, r)}
                     assert listed == allowed, (user.username, module_name, action)
                     assert allowed == truth, (user.username, module_name, action)
+                    # Asked by id (ids of the other module's records too): the same answer.
+                    every = [r.pk for r in records]
+                    by_ids = access.records_with_ids(user, module, every, action)
+                    assert [r.pk for r in by_ids] == sorted(listed), (user.username, action)
         transaction.set_rollback(True)
