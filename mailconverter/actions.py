@@ -22,7 +22,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
 
 from crm import access, statements
@@ -91,7 +90,7 @@ def create_ticket(action: Mapping[str, Any], ctx: MailContext) -> ActionResult:
     contact = _first(_by_address(ctx.owner, CONTACTS, [sender], memo=ctx.memo))
     company = None
     if contact is not None:
-        company = _referenced(contact, "company")
+        company = _company_of(ctx.owner, contact, ctx.memo)
     if company is None:
         company = _first(_by_address(ctx.owner, COMPANIES, [sender], domains=True, memo=ctx.memo))
     made: list[Record] = []
@@ -223,18 +222,21 @@ def _replied_ticket(m: Message, owner: User, module: Module) -> Record | None:
     refs = [r for r in [m.in_reply_to, *m.references] if r]
     if not refs:
         return None
-    replied = list(
+    refs = sorted(set(refs))
+    marks = ", ".join(["%s"] * len(refs))
+    replied = _ids(
         # A PEC reply may quote only the certified id (mailconverter.pec, Threading).
-        Message.objects.filter(Q(message_id__in=refs) | Q(certified_id__in=refs))
-        .exclude(pk=m.pk)
-        .values_list("pk", flat=True)
+        f"SELECT id FROM {statements.table(Message)} "  # noqa: S608
+        f"WHERE (message_id IN ({marks}) OR certified_id IN ({marks})) AND id <> %s",
+        [*refs, *refs, m.pk],
     )
     if not replied:
         return None
-    linked = list(
-        MessageLink.objects.filter(message_id__in=replied)
-        .order_by("-linked_at", "-pk")
-        .values_list("record_id", flat=True)
+    linked = _ids(
+        f"SELECT record_id FROM {statements.table(MessageLink)} "  # noqa: S608
+        f"WHERE message_id IN ({', '.join(['%s'] * len(replied))}) "
+        "ORDER BY linked_at DESC, id DESC",
+        replied,
     )
     if not linked:
         return None
@@ -406,6 +408,14 @@ def _by_address(
     return access.records_with_ids(owner, module, _addressed(addresses, business), "edit")
 
 
+def _ids(sql: str, params: list[Any]) -> list[int]:
+    """The first column of a statement written out for the per-email path (compiling the ORM's
+    query costs more than running it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
 def _addressed(addresses: list[str], domains: list[str]) -> list[int]:
     """The records (of any module, deleted or not) with one of these addresses or domains, from
     the address index alone: the module and the owner's access narrow them down after."""
@@ -414,21 +424,21 @@ def _addressed(addresses: list[str], domains: list[str]) -> list[int]:
     where = [f"address IN ({', '.join(['%s'] * len(addresses))})"]
     if domains:
         where.append(f"domain IN ({', '.join(['%s'] * len(domains))})")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT DISTINCT record_id FROM {statements.table(RecordAddress)} "  # noqa: S608
-            f"WHERE {' OR '.join(where)}",
-            [*addresses, *domains],
-        )
-        return [row[0] for row in cursor.fetchall()]
+    return _ids(
+        f"SELECT DISTINCT record_id FROM {statements.table(RecordAddress)} "  # noqa: S608
+        f"WHERE {' OR '.join(where)}",
+        [*addresses, *domains],
+    )
 
 
 def _first(records: list[Record]) -> Record | None:
     return records[0] if records else None
 
 
-def _referenced(record: Record, field_name: str) -> Record | None:
-    pk = record.data.get(field_name)
-    if not pk:
+def _company_of(owner: User, contact: Record, memo: dict[str, Any] | None = None) -> Record | None:
+    """The contact's company, if it is live and the owner may see it (as a ticket's reference
+    must be: `crm.services.fieldvalues`)."""
+    pk = contact.data.get("company")
+    if not isinstance(pk, int):
         return None
-    return Record.objects.filter(pk=pk, deleted_at=None).first()
+    return _first(access.records_with_ids(owner, _module(COMPANIES, memo), [pk]))

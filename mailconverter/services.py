@@ -631,7 +631,7 @@ def _describe_create_ticket(
         return False, limited[:1].upper() + limited[1:]
     owner = mail.owner
     contact = actions._first(actions._by_address(owner, actions.CONTACTS, [sender]))
-    company = actions._referenced(contact, "company") if contact is not None else None
+    company = actions._company_of(owner, contact) if contact is not None else None
     if company is None:
         company = actions._first(
             actions._by_address(owner, actions.COMPANIES, [sender], domains=True)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from crm.models import Comment, Message, MessageLink, Module, Record, User
+from crm.models.modules import Sharing
 from crm.services import ingest
 from crm.services import records as record_service
 from mailconverter import scanner
@@ -121,6 +122,20 @@ def test_an_unknown_sender_becomes_a_lead_when_the_rule_asks(org: Org) -> None:
     lead = Record.objects.get(module__name="Leads")
     assert (lead.data["last_name"], lead.data["source"]) == ("Rossi", "Email")
     assert linked_to("question-1@acme.example") == {r.pk for r in entry.records.all()}
+
+
+def test_a_contacts_company_the_owner_may_not_see_is_left_off_the_ticket(org: Org) -> None:
+    Module.objects.filter(name="Companies").update(default_sharing=Sharing.PRIVATE)
+    hidden = make_record("Companies", org.charlie, name="Acme")  # another branch's company
+    contact = make_record(
+        "Contacts", org.alice, last_name="Rossi", email="anna.rossi@acme.example", company=hidden.pk
+    )
+    mailbox, folder = mailbox_with(org.alice, {"actions": [{"type": "create_ticket"}]})
+    entry = convert(mailbox, folder, mail("customer_question.eml"))
+    assert entry.outcome == Outcome.CREATED, entry.reason
+    [ticket] = entry.records.all()
+    assert ticket.data["contact"] == contact.pk
+    assert not ticket.data.get("company")
 
 
 @pytest.mark.parametrize("label", ["Ticket Id: ", "TICKET ID:", "ticket id "])
