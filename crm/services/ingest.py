@@ -8,6 +8,7 @@ ARCHITECTURE.md, "The ingest pipeline".
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -273,8 +274,9 @@ def _attach(
     """One Attachment per part, each on the Document of its bytes (made once per content);
     returns the Documents' ids.
 
-    A few statements per email whatever its number of attachments: the same file arriving
-    in a concurrent store is taken, not inserted twice (`ON CONFLICT`).
+    One cached INSERT per attachment, and two statements for the Documents whatever their
+    number: the same file arriving in a concurrent store is taken, not inserted twice
+    (`ON CONFLICT`).
     """
     if not files:
         return frozenset()
@@ -282,8 +284,8 @@ def _attach(
     for part, name, sha in files:
         first.setdefault(sha, (part, name))  # the same file twice: titled after the first
     documents = _documents(first, actor)
-    Attachment.objects.bulk_create(
-        Attachment(
+    for part, _name, sha in files:  # an email has a few: one cached INSERT each
+        attachment = Attachment(
             message=message,
             document=documents[sha],
             filename=_title(part)[:255],
@@ -293,15 +295,14 @@ def _attach(
             part_path=part.part_path,
             size=part.size,
         )
-        for part, _name, sha in files
-    )
+        statements.insert(attachment)
     return frozenset(d.pk for d in documents.values())
 
 
 def _documents(wanted: dict[str, tuple[Part, str]], actor: User | None) -> dict[str, Document]:
     """The Document of each sha256, created for content not seen before (its thumbnail, if it
     is an image, is made when a page first asks for it: crm.services.thumbnails)."""
-    found = {d.sha256: d for d in Document.objects.filter(sha256__in=list(wanted))}
+    found = {d.sha256: d for d in _documents_with(list(wanted))}
     missing = [sha for sha in wanted if sha not in found]
     if missing:
         now = timezone.now()
@@ -315,6 +316,22 @@ def _documents(wanted: dict[str, tuple[Part, str]], actor: User | None) -> dict[
         )
         found |= {d.sha256: d for d in created}
     return found
+
+
+def _documents_with(shas: list[str]) -> list[Document]:
+    """`Document.objects.filter(sha256__in=shas)` from a statement written once per count."""
+    sql, rows = _documents_statement(len(shas))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, shas)
+        return [rows.load(row)[0] for row in cursor.fetchall()]
+
+
+@functools.lru_cache(maxsize=16)
+def _documents_statement(count: int) -> tuple[str, statements.Rows]:
+    rows = statements.rows_of((Document, "d"))
+    marks = ", ".join(["%s"] * count)
+    sql = f"SELECT {rows.columns} FROM {statements.table(Document)} d WHERE d.sha256 IN ({marks})"  # noqa: S608
+    return sql, rows
 
 
 def _new_document(sha: str, part: Part, name: str, actor: User | None, now: Any) -> Document:

@@ -259,30 +259,22 @@ def _index(
     if touched(FieldType.REFERENCE):
         if not new:
             RecordReference.objects.filter(record=record).delete()
-        rows = [
-            RecordReference(record=record, field=f, target_id=record.data[f.name])
-            for f in fields
-            if f.type == FieldType.REFERENCE and record.data.get(f.name)
-        ]
-        if rows:
-            RecordReference.objects.bulk_create(rows)
+        for f in fields:  # a record has a few: one cached INSERT each
+            if f.type == FieldType.REFERENCE and record.data.get(f.name):
+                statements.insert(
+                    RecordReference(record=record, field=f, target_id=record.data[f.name])
+                )
 
 
 def _index_addresses(record: Record, fields: list[Field], *, new: bool = False) -> None:
     if not new:
         RecordAddress.objects.filter(record=record).delete()
-    rows = []
     for f in (f for f in fields if f.type == FieldType.EMAIL):
         value = record.data.get(f.name)
         if value:
             address = str(value).lower()
-            rows.append(
-                RecordAddress(
-                    record=record, field=f, address=address, domain=address.rpartition("@")[2]
-                )
-            )
-    if rows:
-        RecordAddress.objects.bulk_create(rows)
+            domain = address.rpartition("@")[2]
+            statements.insert(RecordAddress(record=record, field=f, address=address, domain=domain))
 
 
 def _log(record: Record, actor: User | None, action: str, changes: dict[str, Any]) -> None:
