@@ -91,7 +91,9 @@ def test_a_reference_must_point_to_a_visible_record_of_the_right_module(org: Org
     charlies_company = make_record(companies, org.charlie, name="Hidden Ltd")
     alices_company = make_record(companies, org.alice, name="Mine Ltd")
     a_contact = make_record(_contacts(), org.alice, last_name="Not a company")
-    for target in (charlies_company, a_contact):
+    deleted = make_record(companies, org.alice, name="Gone Ltd")
+    record_service.delete(actor=org.alice, record=deleted)
+    for target in (charlies_company, a_contact, deleted):
         with pytest.raises(Invalid) as caught:
             record_service.create(
                 actor=org.alice, module=_contacts(), data={"last_name": "Y", "company": target.pk}
