@@ -21,7 +21,9 @@ class ChangeLog(models.Model):
         COMMENT = "comment", "Commented"
 
     # SET_NULL: the trail outlives a purged record; module and number say what it was.
-    record = models.ForeignKey(Record, null=True, on_delete=models.SET_NULL, related_name="changes")
+    record = models.ForeignKey(  # indexed by changelog_by_record, which it leads
+        Record, null=True, on_delete=models.SET_NULL, related_name="changes", db_index=False
+    )
     module = models.ForeignKey(Module, on_delete=models.PROTECT, related_name="+")
     record_number = models.CharField(max_length=32)
     actor = models.ForeignKey(

@@ -7,7 +7,9 @@ from crm.models.records import Record
 
 
 class Comment(models.Model):
-    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="comments")
+    record = models.ForeignKey(  # indexed by comment_by_record, which it leads
+        Record, on_delete=models.CASCADE, related_name="comments", db_index=False
+    )
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

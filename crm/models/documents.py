@@ -48,7 +48,9 @@ class Document(models.Model):
 
 
 class DocumentLink(models.Model):
-    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="links")
+    document = models.ForeignKey(  # indexed by document_link_unique, which it leads
+        Document, on_delete=models.CASCADE, related_name="links", db_index=False
+    )
     record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="document_links")
     linked_at = models.DateTimeField()
 

@@ -26,18 +26,18 @@ class Message(models.Model):
         FULL = "full", "Whole message"
         PARTIAL = "partial", "Partial (attachments follow)"
 
-    identity = models.CharField(max_length=64, unique=True)
+    identity = models.CharField(max_length=64)  # unique: Meta
     raw = models.FileField(max_length=200)  # content-addressed; the exact bytes received
     raw_sha256 = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField()
-    message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    message_id = models.CharField(max_length=998, blank=True)
     # Certified mail (PEC): the Message-ID the provider certified (X-Riferimento-Message-ID),
     # on the envelope and its original. It can differ from both their own Message-IDs, and a
     # customer's reply may quote only it; None for any other email.
-    certified_id = models.CharField(max_length=998, null=True, blank=True, db_index=True)
+    certified_id = models.CharField(max_length=998, null=True, blank=True)
     subject = models.TextField(blank=True)
     from_name = models.CharField(max_length=255, blank=True)
-    from_address = models.CharField(max_length=320, blank=True, db_index=True)
+    from_address = models.CharField(max_length=320, blank=True)
     sender = models.CharField(max_length=320, blank=True)
     # [{"name": ..., "email": ...}, ...]
     to = models.JSONField(default=list, blank=True)
@@ -66,15 +66,29 @@ class Message(models.Model):
     stored_at = models.DateTimeField()
 
     class Meta:
-        indexes = [models.Index(fields=["-date"], name="message_by_date")]
+        # Declared here rather than with unique=/db_index= on the fields: on PostgreSQL those
+        # add a second, pattern-matching index to each column, which no query uses and every
+        # stored email pays for.
+        constraints = [models.UniqueConstraint(fields=["identity"], name="message_identity")]
+        indexes = [
+            models.Index(fields=["-date"], name="message_by_date"),
+            models.Index(fields=["message_id"], name="message_by_message_id"),
+            models.Index(fields=["certified_id"], name="message_by_certified_id"),
+            models.Index(fields=["from_address"], name="message_by_from_address"),
+        ]
 
     def __str__(self) -> str:
         return self.subject or "(no subject)"
 
 
 class MessageLink(models.Model):
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="links")
-    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="message_links")
+    # Indexed by message_link_unique and message_link_by_record, which they lead.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="links", db_index=False
+    )
+    record = models.ForeignKey(
+        Record, on_delete=models.CASCADE, related_name="message_links", db_index=False
+    )
     linked_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -98,7 +112,9 @@ class MessageLink(models.Model):
 class Attachment(models.Model):
     """A part of a message (attachment or inline image) and the Document holding its bytes."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    message = models.ForeignKey(  # indexed by attachment_unique_part, which it leads
+        Message, on_delete=models.CASCADE, related_name="attachments", db_index=False
+    )
     document = models.ForeignKey(Document, on_delete=models.PROTECT, related_name="attachments")
     filename = models.CharField(max_length=255)
     content_type = models.CharField(max_length=255)

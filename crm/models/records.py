@@ -86,7 +86,9 @@ class Record(models.Model):
 class RecordAddress(models.Model):
     """One email address of a record, lowercased, with its domain; kept in step on every save."""
 
-    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="addresses")
+    record = models.ForeignKey(  # indexed by record_address_unique, which it leads
+        Record, on_delete=models.CASCADE, related_name="addresses", db_index=False
+    )
     field = models.ForeignKey(Field, on_delete=models.CASCADE, related_name="+")
     address = models.CharField(max_length=254)
     domain = models.CharField(max_length=253)
