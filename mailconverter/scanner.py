@@ -10,8 +10,10 @@ ARCHITECTURE.md, "The scan loop", step by step:
    Bodies in batches with BODY.PEEK[], which does not set \\Seen; the next batch is fetched
    while the current one is converted (`imap.BodiesAhead`, still one connection).
 4. Per message one transaction: the lease is re-checked (fencing: a scan that lost its lease
-   cannot commit), the ledger row, ingest, loop guard, rules, actions. Commit. Only then,
-   batch by batch, \\Seen or a move, and then the cursor. A batch big enough is converted by
+   cannot commit), the ledger row, ingest, loop guard, rules, actions. Commit, without
+   waiting for the disk; before the flags of a batch, one commit that waits makes every
+   commit before it durable (`_durable`). Only then, batch by batch, \\Seen or a move, and
+   then the cursor. A batch big enough is converted by
    forked worker processes side by side (`mailconverter.workers`, PostgreSQL only): each
    message still in its own transactions, messages that share a sender, a company domain or
    a thread one after the other in UID order, and this process still the only one to fetch,
