@@ -540,10 +540,22 @@ def main() -> None:
         result = CHILDREN[args.child](json.loads(args.config))
         print(json.dumps(result), flush=True)
         return
-    from tests.mailconverter.conftest import PASSWORD, Dovecot, _mail_ids
+    from tests.mailconverter.conftest import PASSWORD, _mail_ids
 
-    url = database_url(args.database)
-    tmp = Path(tempfile.mkdtemp(prefix="crm-bench-converter-"))
+    tmp, dovecot = private_dovecot(database_url(args.database), "crm-bench-converter-")
+    try:
+        run(args, dovecot, PASSWORD, _mail_ids())
+    finally:
+        dovecot.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def private_dovecot(url: str, prefix: str) -> tuple[Path, Any]:
+    """A temporary directory for the children's files and a started private Dovecot in it;
+    the children's environment points at `url` and those files."""
+    from tests.mailconverter.conftest import Dovecot
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     tmp.chmod(0o755)
     os.environ.update(
         DATABASE_URL=url,
@@ -555,11 +567,7 @@ def main() -> None:
     dovecot = Dovecot(root=tmp / "dovecot")
     dovecot.root.mkdir()
     dovecot.start()
-    try:
-        run(args, dovecot, PASSWORD, _mail_ids())
-    finally:
-        dovecot.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    return tmp, dovecot
 
 
 def run(args: argparse.Namespace, dovecot: Any, password: str, ids: tuple[int, int]) -> None:
