@@ -190,23 +190,35 @@ def records_with_ids(
     user: Actor, module: Module | int, ids: Iterable[int], action: Action = "view"
 ) -> list[Record]:
     """`list(records(user, module, action).filter(pk__in=ids).order_by("pk"))`, each with its
-    module, as `get_record` loads them: by primary key from a statement written once, then
-    tested with `can`. For callers that find records by another index first (an address, a
-    link) and ask which of them the user may act on, once per email."""
+    module, as `get_record` loads one: by primary key from a statement written once, then
+    tested with `can` (which refuses a deleted record). For callers that find records by
+    another index first (an address, a link) and ask which of them the user may act on, once
+    per email."""
     module_id = module if isinstance(module, int) else module.pk
-    wanted = sorted(set(ids))
-    if not wanted:
+    return [r for r in _records_with_module(set(ids), module_id) if can(user, action, r)]
+
+
+def _record_with_module(pk: int, module_id: int) -> Record | None:
+    """`Record.objects.select_related("module").filter(pk=pk, module_id=module_id).first()`
+    from a statement written once (`crm.statements`): every page and API call about a record
+    makes it, and compiling the query cost more than running it."""
+    found = _records_with_module({pk}, module_id)
+    return found[0] if found else None
+
+
+def _records_with_module(pks: set[int], module_id: int) -> list[Record]:
+    """The module's records with these ids, deleted or not, each with its module, by id."""
+    if not pks:
         return []
-    sql, rows = _records_statement(len(wanted))
-    found = []
+    sql, rows = _records_statement(len(pks))
+    loaded = []
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*wanted, module_id])
+        cursor.execute(sql, [*sorted(pks), module_id])
         for row in cursor.fetchall():
-            record, loaded_module = rows.load(row)
-            record.module = loaded_module
-            if can(user, action, record):
-                found.append(record)
-    return found
+            record, module = rows.load(row)
+            record.module = module
+            loaded.append(record)
+    return loaded
 
 
 @functools.lru_cache(maxsize=32)
@@ -215,32 +227,7 @@ def _records_statement(count: int) -> tuple[str, statements.Rows]:
     sql = (
         f"SELECT {rows.columns} FROM {statements.table(Record)} r "  # noqa: S608
         f"JOIN {statements.table(Module)} m ON m.id = r.module_id "
-        f"WHERE r.id IN ({', '.join(['%s'] * count)}) AND r.module_id = %s "
-        "AND r.deleted_at IS NULL ORDER BY r.id"
-    )
-    return sql, rows
-
-
-def _record_with_module(pk: int, module_id: int) -> Record | None:
-    """`Record.objects.select_related("module").filter(pk=pk, module_id=module_id).first()`
-    from a statement written once (`crm.statements`): every page and API call about a record
-    makes it, and compiling the query cost more than running it."""
-    sql, rows = _record_statement()
-    found = rows.first(sql, [pk, module_id])
-    if found is None:
-        return None
-    record, loaded_module = found
-    record.module = loaded_module
-    return record  # type: ignore[no-any-return]
-
-
-@functools.cache
-def _record_statement() -> tuple[str, statements.Rows]:
-    rows = statements.rows_of((Record, "r"), (Module, "m"))
-    sql = (
-        f"SELECT {rows.columns} FROM {statements.table(Record)} r "  # noqa: S608
-        f"JOIN {statements.table(Module)} m ON m.id = r.module_id "
-        "WHERE r.id = %s AND r.module_id = %s"
+        f"WHERE r.id IN ({', '.join(['%s'] * count)}) AND r.module_id = %s ORDER BY r.id"
     )
     return sql, rows
 
