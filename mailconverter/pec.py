@@ -112,6 +112,7 @@ class View:
     daticert: bytes | None = None
     riferimento: str | None = None
     identity: str | None = None  # the ledger identity of an unwrapped envelope
+    head: ParsedEmail | None = None  # the original's subject, sender and Message-ID (`summary`)
 
     @property
     def receipt(self) -> str | None:
@@ -167,7 +168,7 @@ def view(raw: bytes) -> View:
     head = summary(original)
     if riferimento:
         head = replace(head, message_id=riferimento)
-    return View(found, original, daticert, riferimento, identity(head, original))
+    return View(found, original, daticert, riferimento, identity(head, original), head)
 
 
 # --- unwrapping --------------------------------------------------------------------------------

@@ -751,11 +751,10 @@ def _pec_view(
             numbers = ", ".join(r.number or str(r.pk) for r in records)
             entry.reason = f"{seen.reason} for <{seen.riferimento}>, kept on {numbers}"[:500]
         return None
-    if seen.original is None or seen.identity is None:
+    if seen.original is None or seen.identity is None or seen.head is None:
         return raw, None, None
-    head = summary(seen.original)
-    entry.identity, entry.sender = seen.identity, _sender(head)
-    entry.subject = head.subject[:1000]
+    entry.identity, entry.sender = seen.identity, _sender(seen.head)
+    entry.subject = seen.head.subject[:1000]
     LedgerEntry.objects.filter(pk=entry.pk).update(identity=entry.identity)  # before _claim
     return seen.original, raw, seen.riferimento
 
