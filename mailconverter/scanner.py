@@ -70,7 +70,7 @@ from mailconverter.models import (
     Rule,
     ScanRun,
 )
-from mailconverter.workers import Job, Workers
+from mailconverter.workers import BATCH_DONE, BatchDone, Job, Workers
 
 log = logging.getLogger(__name__)
 
@@ -321,22 +321,25 @@ def _scan_folder(ctx: _Scan, imap: Session, folder: Folder) -> None:
         batch=settings.CONVERTER_FETCH_BATCH,
         batch_bytes=settings.CONVERTER_FETCH_BATCH_BYTES,
     ) as bodies:
-        for group in bodies:  # the next group is fetched meanwhile
-            flagged: list[LedgerEntry] = []
-            for entry in _converted(ctx, folder, validity, group):
-                ctx.counts[entry.outcome] += 1
-                settled[entry.uid] = entry.outcome != Outcome.FAILED or _parked(entry)
-                if entry.after_scan_pending:
-                    flagged.append(entry)
-                done += 1
-                if ctx.progress:
-                    ctx.progress(folder.name, done, len(todo))
-            bodies.idle()  # the connection is free for the flags
-            _after_scan(ctx, imap, folder, validity, flagged)
-            cursor.advance()  # a long first scan keeps its place as it goes
-            fresh_batch(ctx)
-            if ctx.stopped:
-                break
+        flagged: list[LedgerEntry] = []
+        # The next batch is fetched while this one is converted.
+        for item in _converted(ctx, folder, validity, bodies):
+            if isinstance(item, BatchDone):
+                bodies.idle()  # the connection is free for the flags
+                _after_scan(ctx, imap, folder, validity, flagged)
+                cursor.advance()  # a long first scan keeps its place as it goes
+                fresh_batch(ctx)
+                flagged = []
+                continue
+            ctx.counts[item.outcome] += 1
+            settled[item.uid] = item.outcome != Outcome.FAILED or _parked(item)
+            if item.after_scan_pending:
+                flagged.append(item)
+            done += 1
+            if ctx.progress:
+                ctx.progress(folder.name, done, len(todo))
+        bodies.idle()  # a scan asked to stop flags what it converted
+        _after_scan(ctx, imap, folder, validity, flagged)
     # Messages that vanished between SEARCH and FETCH (expunged by a user) settle as gone.
     for uid in todo:
         settled.setdefault(uid, uid not in sizes)
@@ -346,26 +349,32 @@ def _scan_folder(ctx: _Scan, imap: Session, folder: Folder) -> None:
 
 
 def _converted(
-    ctx: _Scan, folder: Folder, validity: int, group: list[tuple[int, bytes]]
-) -> Iterator[LedgerEntry]:
-    """The batch's messages converted, each ledger row as it commits (in the workers, in
-    any order). The scan is asked whether to stop after each message; then those at hand
-    are finished and no other is started."""
+    ctx: _Scan, folder: Folder, validity: int, bodies: Iterable[list[tuple[int, bytes]]]
+) -> Iterator[LedgerEntry | BatchDone]:
+    """The messages converted, each ledger row as it commits (in the workers, in any order),
+    and BATCH_DONE once a batch and those before it are. The scan is asked whether to stop
+    after each message; then those at hand are finished and no other is started."""
     if ctx.workers is None:
-        for uid, raw in group:
-            _keep_lease(ctx)
-            yield process(ctx.mailbox, folder, validity, uid, raw, scan=ctx)
-            if _stopping(ctx):
-                return
+        for group in bodies:
+            for uid, raw in group:
+                _keep_lease(ctx)
+                yield process(ctx.mailbox, folder, validity, uid, raw, scan=ctx)
+                if _stopping(ctx):
+                    return
+            yield BATCH_DONE
         return
     # The workers parse; the scan only reads what decides the order, so that it hands out
     # the next batch without keeping the workers waiting.
-    jobs = [
-        Job(folder.pk, validity, uid, raw, _conflicts(raw, ctx.own_addresses)) for uid, raw in group
-    ]
-    for entry in ctx.workers.convert(jobs, stop=lambda: _stopping(ctx)):
+    batches = (
+        [
+            Job(folder.pk, validity, uid, raw, _conflicts(raw, ctx.own_addresses))
+            for uid, raw in group
+        ]
+        for group in bodies
+    )
+    for item in ctx.workers.convert(batches, stop=lambda: _stopping(ctx)):
         _keep_lease(ctx)
-        yield entry
+        yield item
 
 
 def _conflicts(raw: bytes, own: frozenset[str]) -> frozenset[str]:

@@ -13,6 +13,7 @@ from django.db import connection
 from mailconverter import scanner
 from mailconverter.imap import Session
 from mailconverter.models import Folder, Mailbox, ScanRun
+from mailconverter.workers import BatchDone
 from tests.conftest import Org
 from tests.mailconverter.conftest import Account
 from tests.mailconverter.test_scanner import make_mailbox
@@ -46,10 +47,11 @@ class Watch:
         real_update = Folder.objects.filter
 
         def converted(*args: Any) -> Iterator[Any]:
-            for entry in real_converted(*args):
-                self.committed.append(_lsn("pg_current_wal_insert_lsn"))
-                self.settings.append(_setting())
-                yield entry
+            for item in real_converted(*args):
+                if not isinstance(item, BatchDone):  # a message's result
+                    self.committed.append(_lsn("pg_current_wal_insert_lsn"))
+                    self.settings.append(_setting())
+                yield item
 
         def mark_seen(session: Session, uids: Any) -> None:
             self.acted.append(("flag", _lsn("pg_current_wal_flush_lsn"), max(self.committed)))
