@@ -155,6 +155,9 @@ class _Worker:
     def close(self) -> None:
         self._outbox.put(None)
         self._sender.join(timeout=60)
+        if self._sender.is_alive():  # the worker reads nothing: hung, its transaction rolls back
+            os.kill(self.process.pid, signal.SIGKILL)
+            self._sender.join(timeout=5)  # the send fails: the pipe's other end is gone
         self.pipe.close()  # the worker's recv() ends: it leaves
 
 
