@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
@@ -212,12 +211,9 @@ def _records_with_module(pks: set[int], module_id: int) -> list[Record]:
         return []
     sql, rows = _records_statement(len(pks))
     loaded = []
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*sorted(pks), module_id])
-        for row in cursor.fetchall():
-            record, module = rows.load(row)
-            record.module = module
-            loaded.append(record)
+    for record, module in rows.all(sql, [*sorted(pks), module_id]):
+        record.module = module
+        loaded.append(record)
     return loaded
 
 

@@ -43,6 +43,12 @@ class Rows:
             row = cursor.fetchone()
         return None if row is None else self.load(row)
 
+    def all(self, sql: str, params: Sequence[Any]) -> list[list[Any]]:
+        """The instances of every row of the statement, row by row."""
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return [self.load(row) for row in cursor.fetchall()]
+
     def load(self, row: Sequence[Any]) -> list[Any]:
         """One instance per model, in the order given to `rows_of`."""
         values = iter(row)

@@ -321,9 +321,7 @@ def _documents(wanted: dict[str, tuple[Part, str]], actor: User | None) -> dict[
 def _documents_with(shas: list[str]) -> list[Document]:
     """`Document.objects.filter(sha256__in=shas)` from a statement written once per count."""
     sql, rows = _documents_statement(len(shas))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, shas)
-        return [rows.load(row)[0] for row in cursor.fetchall()]
+    return [document for (document,) in rows.all(sql, shas)]
 
 
 @functools.lru_cache(maxsize=16)
