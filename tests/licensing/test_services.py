@@ -95,6 +95,13 @@ REFUSALS = [
 ]
 
 
+def _tampered(part: str, count: int) -> str:
+    """The base64url part with its last `count` characters changed (to "A"s, which keep the
+    text canonical; once in 16,384 keys a signature already ends in "AAA")."""
+    tail = "A" * count if not part.endswith("A" * count) else "B" + "A" * (count - 1)
+    return part[:-count] + tail
+
+
 def _refusal(vendor: Vendor, name: str) -> tuple[str, str]:
     """The key for a refusal case, and the words the refusal must contain."""
     good = vendor.key(users=30, license_id="lic-later")
@@ -117,8 +124,8 @@ def _refusal(vendor: Vendor, name: str) -> tuple[str, str]:
         ),
         "feature missing": (vendor.key(features=("sync",)), "does not include the Outlook"),
         "other vendor": (Vendor().key(), "not issued by this CRM's license vendor"),
-        "tampered payload": (f"{body[:-4]}AAAA.{signature}", "signature does not match"),
-        "tampered signature": (f"{body}.{signature[:-3]}AAA", "signature does not match"),
+        "tampered payload": (f"{_tampered(body, 4)}.{signature}", "signature does not match"),
+        "tampered signature": (f"{body}.{_tampered(signature, 3)}", "signature does not match"),
         "truncated": (good[:-10], "signature has the wrong length"),
         "empty": ("", "No license key was given"),
         "random": ("hello world", "two parts separated by one dot"),
