@@ -20,7 +20,10 @@ ARCHITECTURE.md, "The scan loop", step by step:
    flag, move and advance the cursor. A crash between commit and flag
    leaves the ledger row `after_scan_pending`; the next scan of the folder finishes the job
    first. The writes inside take no savepoints: a unique index lost to a concurrent writer
-   of the same email fails the transaction, and the message runs once more.
+   of the same email fails the transaction, and the message runs once more. After each
+   batch, the tables the conversion looks up that have grown a lot since PostgreSQL last
+   analyzed them are analyzed (`crm.statistics`), so that a first scan of thousands of
+   emails into a new CRM is not planned blind.
 5. A message whose processing raises is rolled back and quarantined with its bytes and the
    error; each scan retries it until CONVERTER_MAX_ATTEMPTS, during which the cursor waits
    for it; then it waits for an administrator's retry and the folder goes on.
@@ -50,11 +53,22 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from crm import access, statements
+from crm import access, statements, statistics
 from crm.email.addresses import is_free_mail, normalise_email
 from crm.email.parse import ParsedEmail, identity, ids_and_addresses, parse, summary
 from crm.email.sanitize import html_to_text
-from crm.models import Message, Module, Record, User
+from crm.models import (
+    Attachment,
+    Document,
+    DocumentLink,
+    Message,
+    MessageLink,
+    Module,
+    Record,
+    RecordAddress,
+    RecordReference,
+    User,
+)
 from crm.services import blobs, ingest
 from crm.services import records as record_service
 from mailconverter import actions, loops, pec, rules, spam
@@ -88,6 +102,18 @@ _STRENGTH: list[str] = [Outcome.CREATED, Outcome.UPDATED, Outcome.LINKED, Outcom
 
 SessionFactory = Callable[[ConnectionSettings], Session]
 Progress = Callable[[str, int, int], None]  # folder, done, total
+# The tables a conversion looks rows up in, whose planner statistics a scan keeps current.
+LOOKED_UP = (
+    Attachment,
+    Document,
+    DocumentLink,
+    LedgerEntry,
+    Message,
+    MessageLink,
+    Record,
+    RecordAddress,
+    RecordReference,
+)
 
 
 def open_session(connection: ConnectionSettings) -> Session:
@@ -329,6 +355,7 @@ def _scan_folder(ctx: _Scan, imap: Session, folder: Folder) -> None:
                 _after_scan(ctx, imap, folder, validity, flagged)
                 cursor.advance()  # a long first scan keeps its place as it goes
                 fresh_batch(ctx)
+                statistics.refresh(LOOKED_UP)
                 flagged = []
                 continue
             ctx.counts[item.outcome] += 1

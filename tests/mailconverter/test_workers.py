@@ -14,11 +14,14 @@ from typing import Any, TypeVar
 import pytest
 from django.db import connection, connections
 
+from crm import statistics
 from crm.models import Comment, MessageLink, Record
+from crm.services import ingest
 from mailconverter import actions, scanner, workers
 from mailconverter.models import LedgerEntry, Mailbox, MailboxLease, Outcome, ScanRun
 from mailconverter.workers import Job
 from tests.conftest import Org
+from tests.crm.test_statistics import analyzed
 from tests.mailconverter.conftest import Account
 from tests.mailconverter.test_scanner import make_mailbox, tickets
 
@@ -292,3 +295,25 @@ def test_a_scan_from_a_thread_converts_alone(
 
     assert in_workers == []
     assert [r.counts for r in runs] == [{"created": 4}]
+
+
+@scanning
+def test_a_scan_analyzes_the_tables_it_has_grown(
+    account: Account, org: Org, in_workers: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL plans look-ups in stored emails from its statistics; a scan that has grown
+    the table of emails past the threshold (here 2 changes) analyzes it after a batch."""
+    monkeypatch.setattr(statistics, "AT_LEAST", 2)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE crm_message")
+    before = analyzed("crm_message")
+    for i in range(3):  # stored earlier, by the add-in say: the table is due before the scan
+        ingest.store(email(f"P{i} <p{i}@earlier.example>", "Earlier", f"e{i}@x"), source="addin")
+    analyzed("crm_message")  # this connection's inserts counted
+    questions(account, 4)
+    mailbox = make_mailbox(account, org.admin)
+
+    run = scanner.scan(mailbox)
+
+    assert run.counts == {"created": 4}
+    assert analyzed("crm_message") > before
