@@ -75,7 +75,7 @@ def _lock(tickets: Iterable[Record]) -> list[Record]:
         raise Invalid(fields={"records": "Choose at least one ticket."})
     # In id order: two marks of overlapping tickets wait for each other instead of deadlocking.
     return list(
-        Record.objects.select_for_update()
+        Record.objects.select_for_update(of=("self",), no_key=True)  # as records._locked
         .select_related("module")
         .filter(pk__in=ids)
         .order_by("pk")

@@ -211,7 +211,13 @@ def _check_required(fields: list[Field], values: dict[str, Any]) -> None:
 
 
 def _locked(record: Record) -> Record:
-    return Record.objects.select_for_update().select_related("module").get(pk=record.pk)
+    """The record, locked until commit. Only its row (not its module's, which every new
+    record's number updates), and not against rows that refer to it (a link, a comment)."""
+    return (
+        Record.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("module")
+        .get(pk=record.pk)
+    )
 
 
 def _set_owner(record: Record, owner: Owner) -> None:
