@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import IntegrityError, connection, connections, transaction
+from django.utils import timezone
 
 from crm.models import Message, Record
 from mailconverter import scanner
@@ -123,3 +124,109 @@ def test_two_mailboxes_scanned_at_once_keep_a_senders_ticket_limit(
     assert Record.objects.filter(module__name="Tickets").count() == 3
     refused = LedgerEntry.objects.filter(outcome="unmatched", reason__contains="sender limit")
     assert refused.count() == EMAILS - 3
+
+
+@pytest.mark.usefixtures("_postgres_only")
+def test_an_email_another_mailbox_is_converting_waits_for_it_then_is_a_duplicate(
+    account: Account, dovecot: Dovecot, org: Org
+) -> None:
+    raw = mail("customer_question.eml")
+    first = make_mailbox(account, org.admin)
+    second = make_mailbox(dovecot.add_account(), org.admin, name="sales")
+    converting, commit = threading.Event(), threading.Event()
+
+    def convert_in_first_and_hold_the_commit() -> None:
+        try:
+            with transaction.atomic():
+                entry = scanner.process(first, first.folders.get(), 7, 1, raw)
+                assert entry.outcome == "created", entry.error
+                converting.set()
+                commit.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=convert_in_first_and_hold_the_commit)
+    holder.start()
+    assert converting.wait(timeout=30)
+    second_done: list[LedgerEntry] = []
+
+    def convert_in_second() -> None:
+        try:
+            second_done.append(scanner.process(second, second.folders.get(), 9, 1, raw))
+        finally:
+            connections.close_all()
+
+    other = threading.Thread(target=convert_in_second)
+    other.start()
+    other.join(timeout=1.5)
+    waited = other.is_alive()  # the twin's conversion is neither committed nor rolled back
+    commit.set()
+    holder.join(timeout=30)
+    other.join(timeout=30)
+
+    assert waited
+    [entry] = second_done
+    assert (entry.outcome, entry.reason) == ("duplicate", "already converted from support/INBOX")
+    assert Record.objects.filter(module__name="Tickets").count() == 1
+    assert Message.objects.count() == 1
+
+
+@pytest.mark.usefixtures("_postgres_only")
+def test_a_twin_claimed_by_an_unfinished_conversion_cannot_be_claimed_again(
+    account: Account, dovecot: Dovecot, org: Org
+) -> None:
+    # The ledger's one acting row per email: whoever claims the email second waits for the
+    # first claim's transaction, and loses once it commits, however late it stores the email.
+    first = make_mailbox(account, org.admin)
+    second = make_mailbox(dovecot.add_account(), org.admin, name="sales")
+    twins = [
+        LedgerEntry.objects.create(
+            mailbox=mailbox,
+            folder=mailbox.folders.get(),
+            uidvalidity=1,
+            uid=1,
+            identity="e" * 64,
+            outcome="failed",
+            created_at=timezone.now(),
+        )
+        for mailbox in (first, second)
+    ]
+    claimed, commit = threading.Event(), threading.Event()
+
+    def claim_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                assert scanner._claim(twins[0])
+                claimed.set()
+                commit.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    answers: list[bool | BaseException] = []
+
+    def claim_second() -> None:
+        try:
+            with transaction.atomic():
+                answers.append(scanner._claim(twins[1]))
+        except IntegrityError as exc:
+            answers.append(exc)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=claim_and_hold)
+    holder.start()
+    assert claimed.wait(timeout=30)
+    other = threading.Thread(target=claim_second)
+    other.start()
+    other.join(timeout=1.5)
+    waited = other.is_alive()
+    commit.set()
+    holder.join(timeout=30)
+    other.join(timeout=30)
+
+    assert waited, answers
+    [answer] = answers
+    assert isinstance(answer, IntegrityError)
+    with transaction.atomic():
+        assert not scanner._claim(twins[1])  # run again, it finds the twin: a duplicate
+    assert list(LedgerEntry.objects.filter(acted=True)) == [twins[0]]
