@@ -438,8 +438,10 @@ def _click_every_link(frame: Frame, watch: Watch) -> None:
             continue
         # The audit allows only target=_blank links to http(s), mailto and tel. A tab opens
         # for each, except where Chromium hands mailto/tel to the system without one.
+        # The context's new page, not the opener's popup event: a noopener tab opened from
+        # the sandboxed frame is not always reported as the page's popup.
         try:
-            with frame.page.expect_popup(timeout=5_000) as opened:
+            with frame.page.context.expect_page(timeout=5_000) as opened:
                 link.click(force=True, no_wait_after=True)
         except PlaywrightTimeoutError:
             watch.links_without_tab += 1
