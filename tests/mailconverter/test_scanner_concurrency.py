@@ -126,6 +126,40 @@ def test_two_mailboxes_scanned_at_once_keep_a_senders_ticket_limit(
     assert refused.count() == EMAILS - 3
 
 
+def _second_waits_for_first(first: Callable[[], None], second: Callable[[], None]) -> bool:
+    """Run `first` in a transaction of another connection and hold its commit; meanwhile run
+    `second` in a third. True if `second` was still waiting 1.5 s later; both have ended on
+    return, `first` committed."""
+    started, commit = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                first()
+                started.set()
+                commit.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    def run_second() -> None:
+        try:
+            second()
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert started.wait(timeout=30)
+    other = threading.Thread(target=run_second)
+    other.start()
+    other.join(timeout=1.5)
+    waited = other.is_alive()  # the first is neither committed nor rolled back
+    commit.set()
+    holder.join(timeout=30)
+    other.join(timeout=30)
+    return waited
+
+
 @pytest.mark.usefixtures("_postgres_only")
 def test_an_email_another_mailbox_is_converting_waits_for_it_then_is_a_duplicate(
     account: Account, dovecot: Dovecot, org: Org
@@ -133,36 +167,16 @@ def test_an_email_another_mailbox_is_converting_waits_for_it_then_is_a_duplicate
     raw = mail("customer_question.eml")
     first = make_mailbox(account, org.admin)
     second = make_mailbox(dovecot.add_account(), org.admin, name="sales")
-    converting, commit = threading.Event(), threading.Event()
-
-    def convert_in_first_and_hold_the_commit() -> None:
-        try:
-            with transaction.atomic():
-                entry = scanner.process(first, first.folders.get(), 7, 1, raw)
-                assert entry.outcome == "created", entry.error
-                converting.set()
-                commit.wait(timeout=30)
-        finally:
-            connections.close_all()
-
-    holder = threading.Thread(target=convert_in_first_and_hold_the_commit)
-    holder.start()
-    assert converting.wait(timeout=30)
     second_done: list[LedgerEntry] = []
 
-    def convert_in_second() -> None:
-        try:
-            second_done.append(scanner.process(second, second.folders.get(), 9, 1, raw))
-        finally:
-            connections.close_all()
+    def convert_in_first() -> None:
+        entry = scanner.process(first, first.folders.get(), 7, 1, raw)
+        assert entry.outcome == "created", entry.error
 
-    other = threading.Thread(target=convert_in_second)
-    other.start()
-    other.join(timeout=1.5)
-    waited = other.is_alive()  # the twin's conversion is neither committed nor rolled back
-    commit.set()
-    holder.join(timeout=30)
-    other.join(timeout=30)
+    def convert_in_second() -> None:
+        second_done.append(scanner.process(second, second.folders.get(), 9, 1, raw))
+
+    waited = _second_waits_for_first(convert_in_first, convert_in_second)
 
     assert waited
     [entry] = second_done
@@ -191,18 +205,10 @@ def test_a_twin_claimed_by_an_unfinished_conversion_cannot_be_claimed_again(
         )
         for mailbox in (first, second)
     ]
-    claimed, commit = threading.Event(), threading.Event()
-
-    def claim_and_hold() -> None:
-        try:
-            with transaction.atomic():
-                assert scanner._claim(twins[0])
-                claimed.set()
-                commit.wait(timeout=30)
-        finally:
-            connections.close_all()
-
     answers: list[bool | BaseException] = []
+
+    def claim_first() -> None:
+        assert scanner._claim(twins[0])
 
     def claim_second() -> None:
         try:
@@ -210,19 +216,8 @@ def test_a_twin_claimed_by_an_unfinished_conversion_cannot_be_claimed_again(
                 answers.append(scanner._claim(twins[1]))
         except IntegrityError as exc:
             answers.append(exc)
-        finally:
-            connections.close_all()
 
-    holder = threading.Thread(target=claim_and_hold)
-    holder.start()
-    assert claimed.wait(timeout=30)
-    other = threading.Thread(target=claim_second)
-    other.start()
-    other.join(timeout=1.5)
-    waited = other.is_alive()
-    commit.set()
-    holder.join(timeout=30)
-    other.join(timeout=30)
+    waited = _second_waits_for_first(claim_first, claim_second)
 
     assert waited, answers
     [answer] = answers
